@@ -1,0 +1,57 @@
+# deap-study: every target installs what it needs into .venv first (nothing by hand).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.deap-installed
+
+# torch/torchvision pins for the install step (pyproject keeps ranges). These builds lie on the
+# workplace's local disk for Python 3.11; aarch64 uses the CPU build that exists there.
+ifeq ($(shell uname -m),aarch64)
+TORCH_PINS ?= torch==2.9.1 torchvision==0.24.1
+else
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+endif
+
+# Study settings (override on the command line: make reproduce PRESET=paper DATA=/path/to/VeRi)
+PRESET ?= cpu
+DATASET ?= veri
+DATA ?= data/synthetic_veri
+OUT ?= results
+FORCE ?= 0
+PYTEST_ARGS ?=
+
+.PHONY: help venv test reproduce lab bench readme clean-venv
+
+help:
+	@echo "make reproduce   run the study on the embedded default (installs first)"
+	@echo "make test        run the test suite (installs first)"
+	@echo "make lab         JupyterLab with the project kernel"
+	@echo "make bench       speed/memory benchmarks"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --progress-bar off -q $(TORCH_PINS)
+	$(PY) -m pip install --progress-bar off -q -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+reproduce: $(STAMP)
+	$(PY) -m deap_lib reproduce --preset $(PRESET) --dataset $(DATASET) --data $(DATA) --out $(OUT) $(if $(filter 1,$(FORCE)),--force,)
+
+lab: $(STAMP)
+	$(PY) -m ipykernel install --sys-prefix --name deap-study --display-name "deap-study (.venv)"
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+bench: $(STAMP)
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+readme: $(STAMP)
+	$(PY) -m deap_lib readme
+
+clean-venv:
+	rm -rf $(VENV)
