@@ -1,0 +1,179 @@
+"""Run configuration: nested dataclasses with strict loading and ``section.key=value`` overrides.
+
+A run is fully described by one :class:`RunConfig`; it is stored in every checkpoint and in
+``metrics.json``. Unknown keys are errors that name the key and list the valid ones.
+"""
+from __future__ import annotations
+
+import ast
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "resnet50"
+    width: float = 1.0
+    last_stride: int = 1
+    head: str = "classblock"
+    embed_dim: int = 512
+    input_size: Tuple[int, int] = (256, 256)  # (H, W)
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "veri"
+    root: str = "data/synthetic_veri"
+    num_instances: int = 6  # K
+    ids_per_batch: int = 16  # P
+    num_workers: int = 0
+    flip_p: float = 0.5
+    pad: int = 10
+    re_prob: float = 0.5
+    re_fill: str = "zero"  # "zero" | "imagenet_mean_quirk" (released code)
+    test_batch_size: int = 128
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 90
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    head_lr_mult: float = 1.5
+    warmup_frac: float = 10 / 90  # METHODS 1.6 / 8.1: phases as fractions of the run
+    flat_frac: float = 40 / 90
+    warmup_start: float = 0.1
+    eta_min: float = 1e-7
+
+
+@dataclass
+class LossConfig:
+    ce_weight: float = 1.0
+    label_smoothing: float = 0.1
+    triplet_weight: float = 1.0
+    triplet_margin: float = 0.3
+    kl_weight: float = 1.0
+    kl_T: float = 2.0
+    dl_weight: float = 0.5
+    arkd_weight: float = 1.0
+    arkd_alpha: float = 10.0
+    arkd_beta: float = 1.0
+    lasso1: float = 0.003  # pruner 1 (column norms)
+    lasso2: float = 0.003  # pruner 2 (row norms)
+    lasso_eps: float = 1e-12
+
+
+@dataclass
+class PruneConfig:
+    threshold: float = 1e-3  # paper: absolute 1e-3 on pruner column/row norms
+    relative: bool = False  # threshold relative to each pruner's largest norm (our extension)
+    min_channels: int = 1
+    target_macs: Optional[float] = None  # fraction of the unpruned MACs to keep (global threshold search)
+    bn_recalib_batches: int = 20  # recompute BN statistics after the cut, before absorbing (METHODS 8.1)
+    proximal: bool = False  # proximal group soft-thresholding update instead of the plain subgradient
+
+
+@dataclass
+class RunConfig:
+    method: str = "deap"
+    preset: str = "paper"
+    seed: int = 2021
+    device: str = "auto"
+    amp: bool = True  # used only where the device supports it (CUDA)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    student_init: str = "imagenet"  # "imagenet" | "random" | "pretrain" (see presets)
+    pretrained_path: Optional[str] = None
+    teacher_path: Optional[str] = None
+    teacher_bn_mode: str = "eval"  # "eval" (correct) | "train" (released code's quirk)
+    eval_every: int = 0  # evaluate every N epochs (0: only at the end)
+    notes: str = ""
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def copy(self, **overrides: Any) -> "RunConfig":
+        new = copy.deepcopy(self)
+        apply_overrides(new, overrides)
+        return new
+
+
+def _fields(obj: Any) -> Dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(obj)}
+
+
+def _coerce(value: Any, current: Any, key: str) -> Any:
+    """Convert ``value`` (possibly a string from the command line) to the type of ``current``."""
+    if isinstance(value, str) and not isinstance(current, str):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            if current is not None:
+                raise ValueError(f"config key '{key}': cannot parse {value!r} as {type(current).__name__}")
+    if isinstance(current, bool) and not isinstance(value, bool):
+        raise ValueError(f"config key '{key}': expected a bool, got {value!r}")
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if isinstance(current, tuple) and isinstance(value, list):
+        value = tuple(value)
+    if current is not None and value is not None and not isinstance(value, type(current)):
+        raise ValueError(f"config key '{key}': expected {type(current).__name__}, got {value!r}")
+    return value
+
+
+def apply_overrides(cfg: Any, overrides: Dict[str, Any], prefix: str = "") -> Any:
+    """Set ``cfg`` fields from a flat ``{"optim.lr": 0.1}`` or nested ``{"optim": {"lr": 0.1}}`` dict."""
+    for key, value in overrides.items():
+        head, _, rest = key.partition(".")
+        fields = _fields(cfg)
+        full = prefix + head
+        if head not in fields:
+            raise KeyError(f"unknown config key '{full}'; valid keys here: {', '.join(sorted(fields))}")
+        current = getattr(cfg, head)
+        if dataclasses.is_dataclass(current):
+            if rest:
+                apply_overrides(current, {rest: value}, full + ".")
+            elif isinstance(value, dict):
+                apply_overrides(current, value, full + ".")
+            else:
+                raise ValueError(f"config key '{full}' is a section; give a dict or '{full}.<key>=value'")
+        else:
+            if rest:
+                raise KeyError(f"config key '{full}' is not a section; cannot set '{key}'")
+            setattr(cfg, head, _coerce(value, current, full))
+    return cfg
+
+
+def config_from_dict(d: Dict[str, Any]) -> RunConfig:
+    """Strictly rebuild a RunConfig from :meth:`RunConfig.to_dict` output."""
+    return apply_overrides(RunConfig(), d)
+
+
+def parse_set_args(items: Iterable[str]) -> Dict[str, str]:
+    """``["optim.lr=0.1", "seed=3"]`` -> ``{"optim.lr": "0.1", "seed": "3"}``."""
+    out: Dict[str, str] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like section.key=value")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def config_diff(a: Dict[str, Any], b: Dict[str, Any], prefix: str = "") -> List[str]:
+    """Keys (dotted) whose values differ between two config dicts."""
+    keys = sorted(set(a) | set(b))
+    diffs: List[str] = []
+    for k in keys:
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            diffs += config_diff(va, vb, prefix + k + ".")
+        elif va != vb and not (isinstance(va, (list, tuple)) and isinstance(vb, (list, tuple)) and list(va) == list(vb)):
+            diffs.append(f"{prefix}{k}: {va!r} -> {vb!r}")
+    return diffs

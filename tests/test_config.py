@@ -1,0 +1,47 @@
+import pytest
+
+from deap_lib.config import RunConfig, apply_overrides, config_diff, config_from_dict, parse_set_args
+
+
+def test_round_trip_and_overrides():
+    cfg = RunConfig()
+    apply_overrides(cfg, parse_set_args(["optim.lr=0.05", "model.input_size=(128, 64)", "prune.relative=True",
+                                         "seed=3", "data.re_fill=imagenet_mean_quirk", "prune.target_macs=0.3"]))
+    assert cfg.optim.lr == 0.05 and cfg.model.input_size == (128, 64) and cfg.prune.relative is True
+    assert cfg.seed == 3 and cfg.data.re_fill == "imagenet_mean_quirk" and cfg.prune.target_macs == 0.3
+    again = config_from_dict(cfg.to_dict())
+    assert again == cfg
+    assert config_diff(cfg.to_dict(), RunConfig().to_dict()) == [
+        "data.re_fill: 'imagenet_mean_quirk' -> 'zero'",
+        "model.input_size: (128, 64) -> (256, 256)",
+        "optim.lr: 0.05 -> 0.01",
+        "prune.relative: True -> False",
+        "prune.target_macs: 0.3 -> None",
+        "seed: 3 -> 2021",
+    ]
+
+
+def test_int_given_for_float_is_accepted():
+    cfg = RunConfig().copy(**{"optim.lr": 1})
+    assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
+
+
+@pytest.mark.parametrize("key,msg", [
+    ("optim.lrr", r"unknown config key 'optim.lrr'; valid keys here: .*lr"),
+    ("optimizer.lr", r"unknown config key 'optimizer'"),
+    ("seed.x", r"'seed' is not a section"),
+])
+def test_unknown_keys_are_named(key, msg):
+    with pytest.raises(KeyError, match=msg):
+        apply_overrides(RunConfig(), {key: "1"})
+
+
+def test_wrong_types_are_named():
+    with pytest.raises(ValueError, match="config key 'optim.epochs': cannot parse 'ten' as int"):
+        apply_overrides(RunConfig(), {"optim.epochs": "ten"})
+    with pytest.raises(ValueError, match="config key 'prune.relative': expected a bool"):
+        apply_overrides(RunConfig(), {"prune.relative": "1"})
+    with pytest.raises(ValueError, match="is a section"):
+        apply_overrides(RunConfig(), {"optim": 3})
+    with pytest.raises(ValueError, match="section.key=value"):
+        parse_set_args(["lr"])
