@@ -26,6 +26,7 @@ class ModelConfig:
 class DataConfig:
     dataset: str = "veri"
     root: str = "data/synthetic_veri"
+    synthetic: str = ""  # "" = real data at root; else a SYNTHETIC preset generated at root when missing
     num_instances: int = 6  # K
     ids_per_batch: int = 16  # P
     num_workers: int = 0

@@ -1,0 +1,139 @@
+"""Command line: ``python -m deap_lib <command> ...`` (``--help`` lists the commands)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+DEFAULT_SYNTHETIC_ROOT = "data/synthetic_veri"
+
+
+def _ensure_synthetic(root: str, seed: int = 0) -> None:
+    """Generate the embedded synthetic VeRi dataset at ``root`` unless a complete copy is there."""
+    from .data import make_synthetic_veri
+
+    marker = Path(root) / "name_test.txt"
+    if marker.exists():
+        print(f"[data] using existing synthetic dataset at {root}")
+        return
+    t0 = time.time()
+    info = make_synthetic_veri(root, seed=seed)
+    print(f"[data] generated synthetic VeRi-format dataset at {root} in {time.time() - t0:.1f} s: {info}")
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    _ensure_synthetic(args.root, seed=args.seed)
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from .baseline import evaluate_thumbnail_baseline
+    from .data import build_dataset
+
+    ds = build_dataset(args.dataset, args.data)
+    print(ds.summary() if hasattr(ds, "summary") else ds)
+    res = evaluate_thumbnail_baseline(ds, size=args.size)
+    print(json.dumps(res, indent=2, default=float))
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    if args.data == DEFAULT_SYNTHETIC_ROOT or not Path(args.data).exists():
+        if args.dataset != "veri":
+            print(f"error: dataset root '{args.data}' does not exist", file=sys.stderr)
+            return 2
+        _ensure_synthetic(args.data)
+    ns = argparse.Namespace(dataset=args.dataset, data=args.data, size=16)
+    print("[reproduce] training-free thumbnail baseline on", args.data)
+    return cmd_baseline(ns)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import apply_overrides, parse_set_args
+    from .methods import get_preset, run
+
+    cfg = get_preset(args.preset, args.method)
+    overrides = parse_set_args(args.set or [])
+    if args.data:
+        overrides["data.root"] = args.data
+        if args.data != cfg.data.root:
+            overrides["data.synthetic"] = ""  # a user-given root holds real data
+    if args.dataset:
+        overrides["data.dataset"] = args.dataset
+    if args.teacher:
+        overrides["teacher_path"] = args.teacher
+    if args.seed is not None:
+        overrides["seed"] = str(args.seed)
+    if args.epochs is not None:
+        overrides["optim.epochs"] = str(args.epochs)
+    if args.device:
+        overrides["device"] = args.device
+    apply_overrides(cfg, overrides)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    out = args.out or os.path.join("runs", cfg.preset, f"{cfg.method}-s{cfg.seed}")
+    metrics = run(cfg, out, resume=args.resume, force=args.force, summary_csv=args.summary,
+                  progress=not args.no_progress)
+    for form, r in metrics["forms"].items():
+        print(f"{form:>18}: mAP {r['mAP_text']}  rank1 {r['rank1_text']}  "
+              f"params {r['params_no_classifier'] / 1e6:.3f} M  MACs {r['macs'] / 1e6:.1f} M")
+    print(f"metrics: {os.path.join(out, 'metrics.json')}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m deap_lib", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("data", help="generate the embedded synthetic VeRi-format dataset")
+    d.add_argument("--root", default=DEFAULT_SYNTHETIC_ROOT)
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=cmd_data)
+
+    b = sub.add_parser("baseline", help="evaluate the training-free thumbnail baseline")
+    b.add_argument("--dataset", default="veri")
+    b.add_argument("--data", default=DEFAULT_SYNTHETIC_ROOT)
+    b.add_argument("--size", type=int, default=16)
+    b.set_defaults(func=cmd_baseline)
+
+    t = sub.add_parser("train", help="train + evaluate one method (writes DIR/metrics.json)")
+    t.add_argument("--method", required=True, help="teacher, student, kd, np, deap, kd_np_direct, kd_then_np, np_then_kd")
+    t.add_argument("--preset", default="cpu", help="quick, cpu, paper")
+    t.add_argument("--data", default=None, help="dataset root (default: the preset's)")
+    t.add_argument("--dataset", default=None, help="dataset name (default: the preset's)")
+    t.add_argument("--out", default=None, help="run folder (default: runs/PRESET/METHOD-sSEED)")
+    t.add_argument("--teacher", default=None, help="teacher checkpoint (model.pt of a teacher run)")
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1 ...")
+    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. optim.lr=0.1")
+    t.add_argument("--summary", default=None, help="append rows to this summary CSV (e.g. results/summary.csv)")
+    t.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    t.add_argument("--force", action="store_true", help="re-run even if --out holds a finished run")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("reproduce", help="run the study on a dataset (default: the embedded one)")
+    r.add_argument("--preset", default="cpu")
+    r.add_argument("--dataset", default="veri")
+    r.add_argument("--data", default=DEFAULT_SYNTHETIC_ROOT)
+    r.add_argument("--out", default="results")
+    r.add_argument("--force", action="store_true")
+    r.set_defaults(func=cmd_reproduce)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,479 @@
+"""A small epoch-based training loop with exact resumption.
+
+Contract with a method (DEAP, CDD, a baseline):
+
+* ``step_fn(batch)`` or ``step_fn(batch, ctx)`` is called once per iteration inside autocast (CUDA only)
+  with the batch already on the trainer's device; it returns a mapping ``{name: scalar tensor}`` of
+  **already weighted** loss terms (e.g. ``{"ce": l_ce, "triplet": l_tri, "kl": 1.0 * l_kl,
+  "lasso1": 0.003 * l1, ...}``). The trainer sums them, backpropagates the sum, steps the optimizer and
+  logs each term's epoch mean (CSV columns ``loss_<name>``) and the sum (``loss_total``).
+* ``after_backward(ctx)``: optional, after backward and before the optimizer step, with unscaled
+  gradients (e.g. gradient resetting). ``post_step(ctx)``: optional, after the optimizer step (e.g. a
+  proximal update of pruners). ``ctx`` is a :class:`StepContext`.
+* ``epoch_end``: hooks ``hook(trainer, epoch, row) -> mapping | None`` after each epoch's scheduler step;
+  returned numbers are added to that epoch's CSV row (evaluation, pruner-norm statistics). Hooks run on
+  every rank; guard rank-0-only work with :func:`~deap_lib.engine.distributed.is_main_process`. A hook that
+  switches the model to eval mode needs no cleanup: every epoch starts with ``model.train()``.
+
+Determinism and resume: at the start of every epoch the global Python/NumPy/torch generators (and the
+loader's ``generator``, if any) are reseeded from (seed, epoch, rank) and the batch sampler gets
+``set_epoch(epoch - 1)``, so an epoch's data order, augmentation and dropout depend only on (seed, epoch).
+A checkpoint (model, optimizer, scheduler, GradScaler, sampler, RNG, history, config) is written
+atomically after each epoch; ``fit(resume=True)`` continues from it, and a run killed at any point and
+resumed ends (on CPU, same thread count) bitwise identical to an uninterrupted one. Not supported:
+``persistent_workers=True`` loaders (worker seeds are drawn once), mid-epoch checkpoints.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from .checkpoint import (
+    CheckpointError,
+    atomic_write_text,
+    capture_rng_state,
+    check_config,
+    load_checkpoint,
+    remove_stale_temps,
+    restore_rng_state,
+    save_checkpoint,
+)
+from .csvlog import write_csv
+from .distiller import Distiller
+from .distributed import all_reduce_mean, auto_device, barrier, get_rank, get_world_size, is_distributed, is_main_process, unwrap
+from .seeding import epoch_seed, seed_everything, seed_epoch
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+_PLAIN = (str, int, float, bool, type(None))
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or infinite."""
+
+
+@dataclass
+class StepContext:
+    """What a step function or hook may need to know about the current iteration."""
+
+    epoch: int  # 1-based
+    iteration: int  # 1-based within the epoch
+    iters_per_epoch: Optional[int]
+    global_step: int  # optimizer steps completed before this iteration
+    device: torch.device
+    trainer: "Trainer"
+
+    @property
+    def epoch_index(self) -> int:
+        """0-based epoch (the schedule's k)."""
+        return self.epoch - 1
+
+
+def _accepts_ctx(fn: Callable) -> bool:
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return True
+    return len([p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]) >= 2
+
+
+def move_to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
+    """Tensors inside (nested) tuples/lists/dicts/namedtuples moved to ``device``; other objects unchanged."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=non_blocking)
+    if isinstance(batch, Mapping):
+        return type(batch)({k: move_to_device(v, device, non_blocking) for k, v in batch.items()})  # type: ignore[call-arg]
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
+        return type(batch)(*(move_to_device(v, device, non_blocking) for v in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to_device(v, device, non_blocking) for v in batch)
+    return batch
+
+
+def _batch_size(batch: Any) -> int:
+    """Leading size of the first tensor found in the batch (the number of images)."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.dim() > 0 else 1
+    items = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (list, tuple)) else ()
+    for item in items:
+        n = _batch_size(item)
+        if n:
+            return n
+    return 0
+
+
+def _plain_config(cfg: Any, where: str = "config") -> Any:
+    """Validate/convert a config to plain JSON-like data (dict/list/str/number/bool/None)."""
+    if isinstance(cfg, Mapping):
+        out = {}
+        for k, v in cfg.items():
+            if not isinstance(k, str):
+                raise TypeError(f"{where}: keys must be strings, got {k!r}")
+            out[k] = _plain_config(v, f"{where}.{k}")
+        return out
+    if isinstance(cfg, (list, tuple)):
+        return [_plain_config(v, f"{where}[{i}]") for i, v in enumerate(cfg)]
+    if isinstance(cfg, Path):
+        return str(cfg)
+    if isinstance(cfg, _PLAIN):
+        return cfg
+    if hasattr(cfg, "item") and callable(cfg.item):  # numpy / torch scalars
+        return cfg.item()
+    raise TypeError(f"{where}: {type(cfg).__name__} is not plain config data (dict/list/str/number/bool/None)")
+
+
+class Trainer:
+    """Runs ``epochs`` epochs of ``step_fn`` over ``train_loader``; see the module docstring for the contract.
+
+    ``model`` is the module whose state is checkpointed: a plain model, a DDP-wrapped model, or a
+    :class:`~deap_lib.engine.distiller.Distiller` (student only is saved). In a distributed run the
+    trainable model must already be DDP-wrapped (``wrap_ddp`` / ``Distiller.wrap_student_ddp``) before
+    ``step_fn`` captures it, and the batch sampler must have ``set_epoch`` (all ranks draw the same batches).
+    """
+
+    checkpoint_name = "last.pt"
+    log_name = "train_log.csv"
+    config_name = "config.json"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        train_loader: Iterable,
+        step_fn: Callable[..., Mapping[str, torch.Tensor]],
+        *,
+        epochs: int,
+        out_dir: Union[str, Path],
+        seed: int = 0,
+        config: Optional[Mapping[str, Any]] = None,
+        scheduler: Optional[Any] = None,
+        device: Optional[Union[str, torch.device]] = None,
+        amp: Optional[bool] = None,
+        after_backward: Optional[Callable[[StepContext], None]] = None,
+        post_step: Optional[Callable[[StepContext], None]] = None,
+        epoch_end: Sequence[Callable[["Trainer", int, dict], Optional[Mapping[str, Any]]]] = (),
+        progress: bool = True,
+        checkpoint_every: int = 1,
+        keep_every: int = 0,
+        grad_clip_norm: Optional[float] = None,
+        deterministic: bool = True,
+        metadata: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        if epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {epochs}")
+        if checkpoint_every < 0 or keep_every < 0:
+            raise ValueError("checkpoint_every and keep_every must be >= 0")
+        self.model = model
+        self.optimizer = optimizer
+        self.train_loader = train_loader
+        self.step_fn = step_fn
+        self._step_takes_ctx = _accepts_ctx(step_fn)
+        self.epochs = int(epochs)
+        self.out_dir = Path(out_dir)
+        self.seed = int(seed)
+        self.config = _plain_config(dict(config or {}))
+        self.scheduler = scheduler
+        self.device = torch.device(device) if device is not None else auto_device()
+        if amp is None:
+            amp = self.device.type == "cuda"
+        if amp and self.device.type != "cuda":
+            raise ValueError(f"AMP with GradScaler is only used on CUDA; device is {self.device} (pass amp=False)")
+        self.amp = bool(amp)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
+        self.after_backward = after_backward
+        self.post_step = post_step
+        self.epoch_end = list(epoch_end)
+        self.progress = progress
+        self.checkpoint_every = checkpoint_every
+        self.keep_every = keep_every
+        self.grad_clip_norm = grad_clip_norm
+        self.deterministic = deterministic
+        meta = dict(metadata or {})
+        hook = getattr(unwrap(model), "checkpoint_metadata", None)
+        if callable(hook):
+            meta.update(hook())
+        self.metadata = _plain_config(meta, "metadata")
+
+        self.epoch = 0  # completed epochs
+        self.global_step = 0  # completed optimizer steps
+        self.history: list[dict[str, Any]] = []
+        self.model.to(self.device)
+        if is_distributed():
+            self._check_ddp()
+        if getattr(train_loader, "persistent_workers", False):
+            warnings.warn(
+                "persistent_workers=True: worker RNG seeds are drawn once, so epochs after a resume will not "
+                "repeat the uninterrupted run's augmentation exactly",
+                stacklevel=2,
+            )
+
+    # ---- paths -----------------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / self.checkpoint_name
+
+    @property
+    def log_path(self) -> Path:
+        return self.out_dir / self.log_name
+
+    # ---- helpers ---------------------------------------------------------------------------------
+    def _check_ddp(self) -> None:
+        inner = unwrap(self.model)
+        target = inner.student if isinstance(inner, Distiller) else self.model
+        if not isinstance(target, DistributedDataParallel):
+            raise RuntimeError(
+                "distributed run but the trainable model is not DDP-wrapped; wrap it with wrap_ddp(model, device) "
+                "(or Distiller.wrap_student_ddp(device)) before building step_fn"
+            )
+        if self._sampler() is None:
+            raise RuntimeError(
+                "distributed run needs a batch sampler with set_epoch() so that every rank draws the same "
+                "batches (e.g. RankSlicedBatchSampler over a seeded RandomIdentitySampler)"
+            )
+
+    def _sampler(self) -> Any:
+        for attr in ("batch_sampler", "sampler"):
+            s = getattr(self.train_loader, attr, None)
+            if s is not None and callable(getattr(s, "set_epoch", None)):
+                return s
+        return None
+
+    def _model_state(self) -> dict:
+        inner = unwrap(self.model)
+        if isinstance(inner, Distiller):
+            return inner.student_state_dict()
+        return inner.state_dict()
+
+    def _load_model_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        inner = unwrap(self.model)
+        if isinstance(inner, Distiller):
+            inner.load_student_state_dict(state, strict=True)
+        else:
+            inner.load_state_dict(state, strict=True)
+
+    def _trainable_params(self) -> list[torch.Tensor]:
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    # ---- checkpoint ------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        sampler = self._sampler()
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": self.epoch,
+            "iteration": self.global_step,
+            "model": self._model_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict(),
+            "sampler": sampler.state_dict() if callable(getattr(sampler, "state_dict", None)) else None,
+            "rng": capture_rng_state(),
+            "config": self.config,
+            "trainer": {"seed": self.seed, "epochs": self.epochs, "amp": self.amp},
+            "metadata": self.metadata,
+            "history": self.history,
+            "torch_version": str(torch.__version__),
+        }
+
+    def load_state_dict(self, ckpt: Mapping[str, Any], *, allow_config_change: bool = False, source: str = "checkpoint") -> None:
+        if ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"{source}: format {ckpt.get('format')!r}, expected {CHECKPOINT_FORMAT}")
+        check_config(ckpt.get("config", {}), self.config, allow_config_change=allow_config_change, source=source)
+        check_config(
+            ckpt.get("trainer", {}),
+            {"seed": self.seed, "epochs": self.epochs, "amp": self.amp},
+            allow_config_change=allow_config_change,
+            what="trainer settings",
+            source=source,
+        )
+        check_config(ckpt.get("metadata", {}), self.metadata, allow_config_change=allow_config_change, what="metadata (e.g. teacher hash)", source=source)
+        self._load_model_state(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scheduler is not None:
+            if ckpt.get("scheduler") is None:
+                raise CheckpointError(f"{source} has no scheduler state but the trainer has a scheduler")
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(ckpt["scaler"])
+        sampler = self._sampler()
+        if ckpt.get("sampler") is not None and callable(getattr(sampler, "load_state_dict", None)):
+            sampler.load_state_dict(ckpt["sampler"])
+        restore_rng_state(ckpt["rng"])
+        self.history = [dict(r) for r in ckpt.get("history", [])]
+        self.epoch = int(ckpt["epoch"])
+        self.global_step = int(ckpt["iteration"])
+
+    def save_checkpoint(self, path: Optional[Union[str, Path]] = None) -> Optional[Path]:
+        """Atomically write the full training state (rank 0 only; other ranks return ``None``)."""
+        if not is_main_process():
+            return None
+        return save_checkpoint(path or self.checkpoint_path, self.state_dict())
+
+    # ---- main loop -------------------------------------------------------------------------------
+    def fit(
+        self,
+        resume: Union[bool, str, Path] = False,
+        *,
+        allow_config_change: bool = False,
+        overwrite: bool = False,
+    ) -> list[dict]:
+        """Train until ``epochs`` epochs are done; returns the per-epoch history (the CSV rows).
+
+        ``resume=True`` continues from ``out_dir/last.pt`` when it exists (else starts fresh);
+        ``resume=<path>`` continues from that file (which must exist). A fresh run refuses to overwrite an
+        existing ``out_dir/last.pt`` unless ``overwrite=True``.
+        """
+        if not resume and not overwrite and self.checkpoint_path.exists():
+            raise FileExistsError(
+                f"{self.checkpoint_path} exists: pass resume=True to continue that run or overwrite=True to restart it"
+            )
+        seed_everything(self.seed, deterministic=self.deterministic)
+        if resume:
+            path = self.checkpoint_path if resume is True else Path(resume)
+            if path.is_file() or resume is not True:
+                self.load_state_dict(load_checkpoint(path, map_location="cpu"), allow_config_change=allow_config_change, source=str(path))
+                log.info("resumed from %s after epoch %d (step %d)", path, self.epoch, self.global_step)
+        if is_main_process():
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(self.checkpoint_path)
+            atomic_write_text(self.out_dir / self.config_name, json.dumps(self.config, indent=2, sort_keys=True) + "\n")
+            if self.history:
+                write_csv(self.log_path, self.history)
+        for epoch in range(self.epoch + 1, self.epochs + 1):
+            row = self._train_epoch(epoch)
+            if self.scheduler is not None:
+                self.scheduler.step()
+            for hook in self.epoch_end:
+                extra = hook(self, epoch, row)
+                if extra:
+                    clash = sorted(set(extra) & set(row))
+                    if clash:
+                        raise KeyError(f"epoch_end hook {hook!r} returned key(s) {clash} already in the log row")
+                    row.update(_plain_config(dict(extra), "epoch_end hook result"))
+            self.history.append(row)
+            self.epoch = epoch
+            if self.checkpoint_every and (epoch % self.checkpoint_every == 0 or epoch == self.epochs):
+                self.save_checkpoint()
+            if self.keep_every and epoch % self.keep_every == 0:
+                self.save_checkpoint(self.out_dir / f"epoch_{epoch:03d}.pt")
+            if is_main_process():
+                write_csv(self.log_path, self.history)
+                log.info("epoch %d: %s", epoch, row)
+            barrier()
+        return self.history
+
+    def _train_epoch(self, epoch: int) -> dict[str, Any]:
+        rank = get_rank()
+        seed_epoch(self.seed, epoch, rank)
+        generator = getattr(self.train_loader, "generator", None)
+        if isinstance(generator, torch.Generator):
+            generator.manual_seed(epoch_seed(self.seed, epoch, rank))
+        sampler = self._sampler()
+        if sampler is not None:
+            sampler.set_epoch(epoch - 1)
+        self.model.train()
+
+        try:
+            iters: Optional[int] = len(self.train_loader)  # type: ignore[arg-type]
+        except TypeError:
+            iters = None
+        lrs = [(g.get("name"), float(g["lr"])) for g in self.optimizer.param_groups]  # this epoch's LRs
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        total_sum, steps, images = 0.0, 0, 0
+        bar = tqdm(
+            self.train_loader,
+            total=iters,
+            desc=f"epoch {epoch}/{self.epochs}",
+            disable=not (self.progress and is_main_process()),
+            leave=False,
+            dynamic_ncols=True,
+        )
+        non_blocking = self.device.type == "cuda"
+        start = time.perf_counter()
+        for it, batch in enumerate(bar, start=1):
+            batch = move_to_device(batch, self.device, non_blocking)
+            ctx = StepContext(epoch, it, iters, self.global_step, self.device, self)
+            self.optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device_type=self.device.type, enabled=self.amp):
+                terms = self.step_fn(batch, ctx) if self._step_takes_ctx else self.step_fn(batch)
+            names, values, total = self._check_terms(terms, ctx)
+            self.scaler.scale(total).backward()
+            if self.after_backward is not None or self.grad_clip_norm is not None:
+                self.scaler.unscale_(self.optimizer)
+            if self.after_backward is not None:
+                self.after_backward(ctx)
+            if self.grad_clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(self._trainable_params(), self.grad_clip_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.global_step += 1
+            if self.post_step is not None:
+                self.post_step(ctx)
+
+            for n, v in zip(names, values):
+                sums[n] = sums.get(n, 0.0) + v
+                counts[n] = counts.get(n, 0) + 1
+            step_total = math.fsum(values)
+            total_sum += step_total
+            steps += 1
+            images += _batch_size(batch)
+            if not bar.disable:
+                bar.set_postfix({"loss": f"{step_total:.4f}"}, refresh=False)
+        bar.close()
+        seconds = time.perf_counter() - start
+        if steps == 0:
+            raise RuntimeError(f"epoch {epoch}: the train loader yielded no batch")
+
+        keys = sorted(sums)
+        means = torch.tensor([sums[k] / counts[k] for k in keys] + [total_sum / steps], dtype=torch.float64)
+        if is_distributed():
+            means = all_reduce_mean(means.to(self.device)).cpu()
+        row: dict[str, Any] = {"epoch": epoch, "iteration": self.global_step}
+        row.update({f"loss_{k}": float(m) for k, m in zip(keys, means[:-1].tolist())})
+        row["loss_total"] = float(means[-1])
+        row["lr"] = lrs[0][1]
+        for i, (name, value) in enumerate(lrs[1:], start=1):
+            row[f"lr_{name if name else i}"] = value
+        row["seconds"] = seconds
+        row["images_per_s"] = images * get_world_size() / seconds if seconds > 0 else float("nan")
+        return row
+
+    def _check_terms(self, terms: Any, ctx: StepContext) -> tuple[list[str], list[float], torch.Tensor]:
+        where = f"epoch {ctx.epoch}, iteration {ctx.iteration} (global step {ctx.global_step + 1})"
+        if not isinstance(terms, Mapping) or not terms:
+            raise TypeError(f"step_fn must return a non-empty mapping name -> scalar loss tensor; got {type(terms).__name__} at {where}")
+        names = list(terms)
+        for n in names:
+            t = terms[n]
+            if not isinstance(n, str):
+                raise TypeError(f"loss term names must be strings, got {n!r} at {where}")
+            if not isinstance(t, torch.Tensor) or t.numel() != 1:
+                shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                raise TypeError(f"loss term '{n}' must be a scalar tensor, got {shape} at {where}")
+        stacked = torch.stack([terms[n].detach().float().reshape(()) for n in names])
+        finite = torch.isfinite(stacked)
+        bad_flag = (~finite).any().to(torch.float32).reshape(1)
+        if is_distributed():
+            bad_flag = all_reduce_mean(bad_flag)
+        values = stacked.double().cpu().tolist()
+        if bad_flag.item() > 0:
+            bad = [f"{n}={v}" for n, v, ok in zip(names, values, finite.cpu().tolist()) if not ok]
+            msg = f"non-finite loss term(s) {', '.join(bad) or '(on another rank)'} at {where}"
+            raise NonFiniteLossError(msg)
+        total = torch.stack([terms[n].float().reshape(()) for n in names]).sum()
+        return names, values, total

@@ -1,0 +1,22 @@
+"""Named recipes (methods) and presets; ``run(cfg, out_dir)`` trains, prunes, evaluates and records one run.
+
+Methods (``METHODS`` registry): teacher, student, kd, np, deap, kd_np_direct, kd_then_np, np_then_kd.
+Presets (``PRESETS`` registry): quick, cpu, paper.
+"""
+from ..registry import Registry
+from .base import Method
+from .deap import DEAP
+from .direct import KDNPDirect
+from .kd import KD
+from .np import NP
+from .sequential import KDThenNP, NPThenKD, Sequential
+from .task import Student, Teacher
+
+METHODS: Registry = Registry("method")
+for _cls in (Teacher, Student, KD, NP, DEAP, KDNPDirect, KDThenNP, NPThenKD):
+    METHODS.register(_cls.name, _cls)
+
+from .presets import PRESETS, get_preset  # noqa: E402
+from .runner import run  # noqa: E402
+
+__all__ = ["METHODS", "PRESETS", "get_preset", "run", "Method", "Sequential"]

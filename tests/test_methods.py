@@ -1,0 +1,138 @@
+"""End-to-end runs of every method on the quick preset (tiny synthetic data, 1 epoch each).
+
+These check the wiring and the records, not accuracy: forms present, metrics finite and in range, the
+absorbed model equal to the pruned one, the summary CSV rows, the reuse/force rules and the CLI.
+"""
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from deap_lib.__main__ import main
+from deap_lib.config import RunConfig
+from deap_lib.export import load_compact
+from deap_lib.methods import METHODS, PRESETS, get_preset, run
+from deap_lib.methods.runner import SUMMARY_COLUMNS
+
+PRUNING_FORMS = {"unpruned", "pruned", "absorbed"}
+
+
+@pytest.fixture(scope="module")
+def quick_root(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("data") / "synthetic_veri_quick")
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory, quick_root):
+    out = tmp_path_factory.mktemp("runs")
+    cfg = get_preset("quick", "teacher", **{"data.root": quick_root})
+    m = run(cfg, out / "teacher", summary_csv=out / "summary.csv", progress=False)
+    return out, m
+
+
+def _check_form(rec):
+    for k in ("mAP", "rank1", "rank5", "rank10", "mINP", "mAP_low", "mAP_high"):
+        assert math.isfinite(rec[k]) and 0.0 <= rec[k] <= 100.0, (k, rec[k])
+    assert rec["mAP_low"] <= rec["mAP"] <= rec["mAP_high"]
+    assert rec["params"] > rec["params_no_classifier"] > 0 and rec["macs"] > 0
+
+
+def test_registries_list_the_methods_and_presets():
+    assert METHODS.names() == sorted(["teacher", "student", "kd", "np", "deap", "kd_np_direct", "kd_then_np",
+                                      "np_then_kd"])
+    assert PRESETS.names() == ["cpu", "paper", "quick"]
+    with pytest.raises(KeyError, match="unknown method 'deep'; valid names: deap, kd"):
+        METHODS.get("deep")
+    with pytest.raises(KeyError, match="unknown preset 'gpu'; valid names: cpu, paper, quick"):
+        get_preset("gpu")
+
+
+def test_teacher_run_records(teacher_run):
+    out, m = teacher_run
+    assert set(m["forms"]) == {"teacher"}
+    _check_form(m["forms"]["teacher"])
+    assert m["config"]["method"] == "teacher" and m["seed"] == 0 and m["code_version"]
+    on_disk = json.loads((out / "teacher" / "metrics.json").read_text())
+    assert on_disk["forms"]["teacher"]["mAP"] == m["forms"]["teacher"]["mAP"]
+    df = pd.read_csv(out / "summary.csv")
+    assert list(df.columns) == SUMMARY_COLUMNS and df["form"].tolist() == ["teacher"]
+    model = load_compact(str(out / "teacher" / "model.pt"))
+    assert model.config["pcp"] is None
+
+
+@pytest.mark.parametrize("method", ["deap", "kd_np_direct", "np_then_kd", "kd_then_np"])
+def test_pruning_methods_record_three_exact_forms(teacher_run, quick_root, method):
+    out, _ = teacher_run
+    overrides = {"data.root": quick_root, "teacher_path": str(out / "teacher" / "model.pt"),
+                 "prune.target_macs": 0.6}
+    m = run(get_preset("quick", method, **overrides), out / method, summary_csv=out / "summary.csv",
+            progress=False)
+    assert PRUNING_FORMS <= set(m["forms"])
+    for form in PRUNING_FORMS:
+        _check_form(m["forms"][form])
+    f = m["forms"]
+    assert f["absorbed"]["mAP"] == pytest.approx(f["pruned"]["mAP"], abs=1e-6)
+    assert m["absorb_verification"]["max_rel"] < 1e-4
+    assert f["absorbed"]["macs"] <= 0.6 * f["unpruned"]["macs"] + 1
+    assert f["absorbed"]["params_no_classifier"] < f["unpruned"]["params_no_classifier"]
+    assert m["teacher_hash"] and len(m["teacher_hash"]) == 64
+    pq = np.load(out / method / "per_query_absorbed.npz")
+    assert set(pq.files) == {"ap", "inp", "first_hit", "valid", "q_pids"}
+    df = pd.read_csv(out / "summary.csv")
+    assert set(df[df.run == method].form) == PRUNING_FORMS
+
+
+def test_finished_run_is_reused_and_a_different_config_refused(teacher_run, quick_root):
+    out, m = teacher_run
+    cfg = get_preset("quick", "teacher", **{"data.root": quick_root})
+    again = run(cfg, out / "teacher", progress=False)
+    assert again["wall_time_s"] == m["wall_time_s"]  # read back, not re-trained
+    with pytest.raises(FileExistsError, match="optim.lr"):
+        run(cfg.copy(**{"optim.lr": 0.2}), out / "teacher", progress=False)
+
+
+def test_distillation_without_teacher_is_a_clear_error(tmp_path, quick_root):
+    cfg = get_preset("quick", "kd", **{"data.root": quick_root})
+    with pytest.raises(ValueError, match="needs a teacher"):
+        run(cfg, tmp_path / "kd", progress=False)
+
+
+def test_cli_train_deap(teacher_run, quick_root, capsys):
+    out, _ = teacher_run
+    rc = main(["train", "--method", "deap", "--preset", "quick", "--data", quick_root, "--set", "data.synthetic=tiny",
+               "--teacher", str(out / "teacher" / "model.pt"), "--out", str(out / "cli_deap"),
+               "--no-progress"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "absorbed: mAP" in text and (out / "cli_deap" / "absorbed.pt").exists()
+    deployed = load_compact(str(out / "cli_deap" / "absorbed.pt"))
+    assert deployed.config["deploy"] is True
+
+
+def test_paper_preset_builds_and_takes_one_deap_step_on_two_images():
+    """The paper preset (ResNet-101, 256x256, METHODS 1.6) on CPU: construction + one forward/backward."""
+    from deap_lib.methods.runner import build_student
+    from deap_lib.models import build_model
+
+    cfg = get_preset("paper", "deap", student_init="random")
+    assert (cfg.model.arch, cfg.model.input_size, cfg.optim.epochs, cfg.optim.lr) == ("resnet101", (256, 256), 90, 0.01)
+    assert (cfg.data.ids_per_batch, cfg.data.num_instances, cfg.seed, cfg.amp) == (16, 6, 2021, True)
+    method = METHODS.get("deap")(cfg)
+    torch.manual_seed(0)
+    student = build_student(cfg, 576, "deap").train()
+    teacher = build_model("resnet101", 576, last_stride=1).eval()
+    x, pids = torch.randn(2, 3, 256, 256), torch.tensor([0, 1])
+    out_s = student(x)
+    with torch.no_grad():
+        out_t = teacher.forward_features(x)
+    assert len(out_s.block_feats) == 33 and out_s.stage_maps[1].shape == (2, 2048, 16, 16)
+    terms = method.loss_terms(student, out_s, out_t, pids)
+    assert set(terms) == {"ce", "triplet", "kl", "dl", "arkd", "lasso1", "lasso2"}
+    total = sum(terms.values())
+    total.backward()
+    assert math.isfinite(float(total.detach()))
+    g = next(student.pcp_blocks()).pruner1.weight.grad
+    assert g is not None and torch.isfinite(g).all()
