@@ -79,7 +79,9 @@ def _output_pruner(block: nn.Module) -> Optional[nn.Conv2d]:
 
 def _block_keep(block: nn.Module, threshold: float, min_channels: int, relative: bool) -> List[Tensor]:
     """Kept index tensors, one per entry of ``block.widths``."""
-    sel = lambda n: select_channels(n, threshold, min_channels, relative)  # noqa: E731
+    def sel(norms: Tensor) -> Tensor:
+        return select_channels(norms, threshold, min_channels, relative)
+
     if block.pcp is None:
         return [torch.arange(w) for w in block.widths]
     post = _output_pruner(block)
@@ -94,10 +96,9 @@ def _block_keep(block: nn.Module, threshold: float, min_channels: int, relative:
 
 # ------------------------------------------------------------------------------------------ copying helpers
 def _rebuild(model: ReIDNet, **overrides: Any) -> ReIDNet:
-    cfg = {**model.config, **overrides}
+    """A freshly built network with ``model``'s config (plus overrides) on its device and dtype."""
     ref = next(model.parameters())
-    new = build_model(**cfg).to(device=ref.device, dtype=ref.dtype)
-    return new
+    return build_model(**{**model.config, **overrides}).to(device=ref.device, dtype=ref.dtype)
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ from typing import Dict, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from .evaluation import bootstrap_interval, compute_distance, evaluate
+from .evaluation import compute_distance, evaluate, summarize
 
 
 def thumbnail_features(items: Sequence[Tuple[str, int, int]], size: int = 16) -> np.ndarray:
@@ -30,7 +30,7 @@ def thumbnail_features(items: Sequence[Tuple[str, int, int]], size: int = 16) ->
 
 
 def evaluate_thumbnail_baseline(dataset, size: int = 16, seed: int = 0) -> Dict[str, float]:
-    """mAP / Rank-k / mINP (percent) of the thumbnail baseline with 95 % bootstrap intervals."""
+    """mAP / Rank-k / mINP (percent) of the thumbnail baseline with 95 % bootstrap intervals (``summarize``)."""
     qf = thumbnail_features(dataset.query, size)
     gf = thumbnail_features(dataset.gallery, size)
     q_pids = np.array([p for _, p, _ in dataset.query])
@@ -39,13 +39,4 @@ def evaluate_thumbnail_baseline(dataset, size: int = 16, seed: int = 0) -> Dict[
     g_cams = np.array([c for _, _, c in dataset.gallery])
     dist = compute_distance(qf, gf, metric="cosine")
     res = evaluate(dist, q_pids, g_pids, q_cams, g_cams, return_per_query=True)
-    ci = bootstrap_interval(res, n_boot=1000, seed=seed)
-    return {
-        "mAP": 100 * res["mAP"],
-        "rank1": 100 * res["cmc"][0],
-        "rank5": 100 * res["cmc"][4],
-        "rank10": 100 * res["cmc"][9],
-        "mINP": 100 * res["mINP"],
-        "num_valid": int(res["num_valid"]),
-        "ci": ci,
-    }
+    return summarize(res, ranks=(1, 5, 10), n_boot=1000, seed=seed)

@@ -165,16 +165,3 @@ def parse_set_args(items: Iterable[str]) -> Dict[str, str]:
         k, v = item.split("=", 1)
         out[k.strip()] = v.strip()
     return out
-
-
-def config_diff(a: Dict[str, Any], b: Dict[str, Any], prefix: str = "") -> List[str]:
-    """Keys (dotted) whose values differ between two config dicts."""
-    keys = sorted(set(a) | set(b))
-    diffs: List[str] = []
-    for k in keys:
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            diffs += config_diff(va, vb, prefix + k + ".")
-        elif va != vb and not (isinstance(va, (list, tuple)) and isinstance(vb, (list, tuple)) and list(va) == list(vb)):
-            diffs.append(f"{prefix}{k}: {va!r} -> {vb!r}")
-    return diffs

@@ -1,6 +1,7 @@
 import pytest
 
-from deap_lib.config import RunConfig, apply_overrides, config_diff, config_from_dict, parse_set_args
+from deap_lib.config import RunConfig, apply_overrides, config_from_dict, parse_set_args
+from deap_lib.engine.checkpoint import config_diff
 
 
 def test_round_trip_and_overrides():
@@ -11,14 +12,8 @@ def test_round_trip_and_overrides():
     assert cfg.seed == 3 and cfg.data.re_fill == "imagenet_mean_quirk" and cfg.prune.target_macs == 0.3
     again = config_from_dict(cfg.to_dict())
     assert again == cfg
-    assert config_diff(cfg.to_dict(), RunConfig().to_dict()) == [
-        "data.re_fill: 'imagenet_mean_quirk' -> 'zero'",
-        "model.input_size: (128, 64) -> (256, 256)",
-        "optim.lr: 0.05 -> 0.01",
-        "prune.relative: True -> False",
-        "prune.target_macs: 0.3 -> None",
-        "seed: 3 -> 2021",
-    ]
+    assert sorted(config_diff(cfg.to_dict(), RunConfig().to_dict())) == [
+        "data.re_fill", "model.input_size", "optim.lr", "prune.relative", "prune.target_macs", "seed"]
 
 
 def test_int_given_for_float_is_accepted():

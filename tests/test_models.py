@@ -119,7 +119,11 @@ def test_layout_strides_and_shortcuts():
     model = build_model("resnet50", 3, width=W, last_stride=1, pcp="deap")
     b = model.backbone
     assert b.stem.conv.kernel_size == (7, 7) and b.stem.conv.stride == (2, 2)
-    assert (b.maxpool.kernel_size, b.maxpool.stride, b.maxpool.padding) == (3, 2, 1)
+    x = torch.randn(2, 3, 15, 18)  # odd and even sizes, negative values
+    b.maxpool.eval()
+    assert torch.equal(b.maxpool(x), F.max_pool2d(x, 3, 2, 1))  # exact strided eval form
+    b.maxpool.train()
+    assert torch.equal(b.maxpool(x), F.max_pool2d(x, 3, 2, 1))
     firsts = [s[0] for s in b.stages()]
     assert [blk.conv2.conv.stride[0] for blk in firsts] == [1, 2, 2, 1]  # stride on the 3x3 conv
     assert [blk.conv1.conv.stride[0] for blk in firsts] == [1, 1, 1, 1]
@@ -152,8 +156,10 @@ def test_deap_bottleneck_matches_naive_reference():
     s = cbn(h, blk.conv3) + cbn(x, blk.shortcut, stride=2)
     with torch.no_grad():
         out, s_got = blk.forward_with_sum(x)
+        out_inplace = blk(x)
     torch.testing.assert_close(s_got, s, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out, F.relu(s), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out_inplace, F.relu(s), rtol=1e-5, atol=1e-5)
 
 
 def test_basic_pcp_block_matches_naive_reference():
@@ -347,3 +353,15 @@ def test_load_pretrained_errors(tmp_path):
         load_pretrained(build_model("resnet34", 3), str(path))
     with pytest.raises(ValueError, match="width-1.0"):
         load_pretrained(build_model("resnet18", 3, width=0.5), str(path))
+
+
+def test_inplace_embed_path_supports_autograd():
+    """``embed`` (in-place residual add / ReLU) gives the forward_features embedding and backpropagates."""
+    torch.manual_seed(4)
+    model = build_model("resnet18", 3, width=W, pcp="deap").train()
+    x = torch.randn(2, 3, 32, 32)
+    model.embed(x).sum().backward()
+    assert all(p.grad is not None for p in model.backbone.parameters())
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model.embed(x), model.forward_features(x).embedding)

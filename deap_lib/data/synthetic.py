@@ -95,6 +95,7 @@ class SyntheticConfig:
         rotation_deg: max in-plane rotation. yaw_jitter_deg: per-track std of the viewpoint around the
             camera's mean. elevation_range: camera elevation (deg) range across cameras.
         rear_view_prob: (min, max) over cameras of the chance a track shows the rear instead of the front.
+        view_modes: weights of the camera kinds (oblique 25-60 deg, side 70-100 deg, frontal 0-20 deg yaw).
         stretch: 0 keeps the projected aspect, 1 stretches every vehicle box to the square (VeRi crops are
             resized to a square). fill_range: vehicle box size / image side. shift_jitter: box centre
             offset (fraction of the side).
@@ -121,6 +122,7 @@ class SyntheticConfig:
     yaw_jitter_deg: float = 12.0
     elevation_range: Tuple[float, float] = (8.0, 35.0)
     rear_view_prob: Tuple[float, float] = (0.2, 0.6)
+    view_modes: Tuple[float, float, float] = (0.5, 0.25, 0.25)
     stretch: float = 0.6
     fill_range: Tuple[float, float] = (0.80, 0.95)
     shift_jitter: float = 0.05
@@ -907,8 +909,8 @@ _STYLE_CACHE: Dict[Tuple, "_CameraStyle"] = {}
 def camera_style(cam: int, *, seed: int = 0, config: Optional[SyntheticConfig] = None) -> _CameraStyle:
     """The characteristic look of camera ``cam`` (1-based)."""
     cfg = config or SyntheticConfig()
-    key = (seed, cam, cfg.elevation_range, cfg.rear_view_prob, cfg.colour_cast, cfg.brightness_range, cfg.blur_max,
-           cfg.noise_max, cfg.jpeg_quality)
+    key = (seed, cam, cfg.elevation_range, cfg.rear_view_prob, cfg.view_modes, cfg.colour_cast, cfg.brightness_range,
+           cfg.blur_max, cfg.noise_max, cfg.jpeg_quality)
     if key not in _STYLE_CACHE:
         if len(_STYLE_CACHE) > 256:
             _STYLE_CACHE.clear()
@@ -918,7 +920,7 @@ def camera_style(cam: int, *, seed: int = 0, config: Optional[SyntheticConfig] =
 
 def _camera_style(cam: int, seed: int, cfg: SyntheticConfig) -> _CameraStyle:
     r = _rng(seed, _CAM, cam)
-    mode = _pick(r, ("oblique", "oblique", "side", "frontal"))
+    mode = _pick(r, ("oblique", "side", "frontal"), cfg.view_modes)
     yaw = {"oblique": r.uniform(25, 60), "side": r.uniform(70, 100), "frontal": r.uniform(0, 20)}[mode]
     az, el = r.uniform(0, 2 * math.pi), r.uniform(0.5, 1.2)
     sun = np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])

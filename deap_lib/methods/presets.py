@@ -60,10 +60,10 @@ def paper() -> RunConfig:
 def cpu() -> RunConfig:
     return RunConfig(
         preset="cpu", seed=0, amp=True, notes=CPU_NOTES,
-        model=ModelConfig(arch="resnet50", width=0.25, last_stride=1, input_size=(128, 128), embed_dim=128),
+        model=ModelConfig(arch="resnet50", width=0.25, last_stride=1, input_size=(64, 64), embed_dim=128),
         data=DataConfig(dataset="veri", root="data/synthetic_veri", synthetic="default", num_instances=4, ids_per_batch=16,
                         num_workers=0, pad=5, test_batch_size=128),
-        optim=OptimConfig(epochs=30, lr=0.05),
+        optim=OptimConfig(epochs=40, lr=0.05),
         loss=LossConfig(lasso1=0.05, lasso2=0.05),
         prune=PruneConfig(threshold=1e-3, bn_recalib_batches=20),
         student_init="random",

@@ -4,12 +4,12 @@
 ``load_pretrained(model, path)`` copies a local torchvision ResNet state dict into the backbone.
 """
 from .blocks import BasicBlock, Bottleneck
-from .convbn import ConvBN, make_pruner
+from .convbn import ConvBN, StemMaxPool, make_pruner
 from .heads import HEADS, BNNeck, ClassBlock
 from .output import ReIDOutput
 from .pretrained import load_pretrained
 from .resnet import MODELS, ArchSpec, ReIDNet, ResNetBackbone, build_model, scale_channels
 
 __all__ = ["build_model", "load_pretrained", "MODELS", "HEADS", "ReIDNet", "ReIDOutput", "ResNetBackbone",
-           "ArchSpec", "Bottleneck", "BasicBlock", "ConvBN", "make_pruner", "ClassBlock", "BNNeck",
+           "ArchSpec", "Bottleneck", "BasicBlock", "ConvBN", "StemMaxPool", "make_pruner", "ClassBlock", "BNNeck",
            "scale_channels"]

@@ -106,7 +106,16 @@ class Bottleneck(nn.Module):
         return torch.relu(s), s
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.forward_with_sum(x)[0]
+        """Block output only; the residual add and final ReLU run in place (no copy of ``s`` is kept)."""
+        out = self.conv1(x)
+        if self.pruner1 is not None:
+            out = self.pruner1(out)
+        out = self.conv2(out)
+        if self.pruner2 is not None:
+            out = torch.relu_(self.pruner2(out))
+        elif self.compactor is not None:
+            out = torch.relu_(self.compactor(out))
+        return torch.relu_(self.conv3(out).add_(self.shortcut(x)))
 
 
 class BasicBlock(nn.Module):
@@ -160,4 +169,9 @@ class BasicBlock(nn.Module):
         return torch.relu(s), s
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.forward_with_sum(x)[0]
+        """Block output only; the residual add and final ReLU run in place."""
+        out = self.conv1(x)
+        pruner = self.pruner2 if self.pruner2 is not None else self.compactor
+        if pruner is not None:
+            out = torch.relu_(pruner(out))
+        return torch.relu_(self.conv2(out).add_(self.shortcut(x)))

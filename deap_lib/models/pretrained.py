@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .blocks import BasicBlock
-from .resnet import ReIDNet, scale_channels
+from .resnet import ReIDNet
 
 
 def _read_state_dict(path: str) -> Mapping[str, Tensor]:
@@ -68,8 +68,7 @@ def load_pretrained(model: ReIDNet, path: str) -> ReIDNet:
     otherwise a ``ValueError`` names the file and the missing / unexpected / mis-shaped keys.
     """
     cfg = model.config
-    if cfg.get("deploy") or cfg.get("widths") is not None or scale_channels(64, cfg["width"]) != 64 \
-            or cfg["width"] != 1.0:
+    if cfg.get("deploy") or cfg.get("widths") is not None or cfg["width"] != 1.0:
         raise ValueError(f"load_pretrained needs an unpruned width-1.0 training-form model; got width="
                          f"{cfg['width']}, widths={'set' if cfg.get('widths') else None}, deploy={cfg.get('deploy')}")
     state = _read_state_dict(path)

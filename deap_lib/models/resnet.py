@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ..registry import Registry
 from .blocks import BasicBlock, Bottleneck, _check_pcp
-from .convbn import ConvBN
+from .convbn import ConvBN, StemMaxPool
 from .heads import HEADS
 from .output import ReIDOutput
 
@@ -67,7 +67,7 @@ class ResNetBackbone(nn.Module):
             raise ValueError(f"widths must list one entry per block ({n_blocks} blocks), got {len(widths)}")
         stem_ch = scale_channels(STEM_CHANNELS, width)
         self.stem = ConvBN(3, stem_ch, 7, stride=2, padding=3, relu=True, deploy=deploy)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.maxpool = StemMaxPool()
         in_ch, k = stem_ch, 0
         strides = (1, 2, 2, last_stride)
         for s, (base, n, stride) in enumerate(zip(BASE_PLANES, spec.layers, strides), start=1):
@@ -97,9 +97,11 @@ class ResNetBackbone(nn.Module):
         maps: List[Tensor] = []
         for stage in self.stages():
             for block in stage:
-                x, s = block.forward_with_sum(x)
                 if collect:
+                    x, s = block.forward_with_sum(x)
                     feats.append(s.mean(dim=(2, 3)))
+                else:
+                    x = block(x)
             maps.append(x)
         return maps[2], maps[3], feats
 

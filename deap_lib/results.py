@@ -1,0 +1,364 @@
+"""Study outputs: records, tables, figures, the main comparison table and the README's results section.
+
+Layout of a results folder (``results/`` by default; everything written atomically)::
+
+    results/
+      summary.csv              one row per (run, form), appended by deap_lib.study
+      records/<name>.json      each notebook's key metrics (:func:`record`)
+      tables/<name>.csv|.md    tables (:func:`save_table`) + <name>.json holding the caption
+      figures/<name>.png       figures (:func:`save_figure`, :func:`save_image`) + <name>.json caption
+      executed/                notebooks executed by ``python -m deap_lib reproduce``
+
+Artifact names start with the notebook number (``02_dilemma_map``); :func:`render_readme` groups the
+README's results section by that prefix.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .engine.checkpoint import atomic_write, atomic_write_text
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+START_MARKER = "<!-- results:start -->"
+END_MARKER = "<!-- results:end -->"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+#: README group titles per notebook prefix of an artifact name.
+STAGES = {"00": "Data", "01": "Teacher and plain student", "02": "The KD + NP dilemma",
+          "03": "DEAP training", "04": "Absorption, complexity and speed"}
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name) or name.endswith((".json", ".csv", ".md", ".png")):
+        raise ValueError(f"artifact name {name!r} must be letters, digits, '_', '-', '.' (no folder, no "
+                         "extension), e.g. '02_dilemma_map'")
+    return name
+
+
+def _plain(value: Any, where: str) -> Any:
+    """``value`` as plain JSON types; numpy scalars/arrays converted; non-finite floats are an error."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist(), where)
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        if not math.isfinite(float(value)):
+            raise ValueError(f"record: {where} is {float(value)}; recorded numbers must be finite "
+                             "(use None for a missing value)")
+        return float(value)
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"record: {where} has type {type(value).__name__}; use numbers, strings, lists or dicts")
+
+
+def _caption(folder: Path, name: str, caption: Optional[str]) -> None:
+    text = caption if caption else name
+    atomic_write_text(folder / f"{name}.json", json.dumps({"caption": text}, indent=1) + "\n")
+
+
+# ------------------------------------------------------------------------------------------------ records
+def record(results_dir: PathLike, name: str, data: Mapping[str, Any]) -> Path:
+    """Write ``data`` (a dict of numbers / strings / lists / dicts) to ``results_dir/records/<name>.json``
+    atomically and return the path. Non-finite numbers raise ``ValueError`` naming the key."""
+    if not isinstance(data, Mapping):
+        raise TypeError(f"record {name!r}: data must be a dict, got {type(data).__name__}")
+    plain = _plain(data, name)
+    path = Path(results_dir) / "records" / f"{_check_name(name)}.json"
+    return atomic_write_text(path, json.dumps(plain, indent=1, sort_keys=True) + "\n")
+
+
+def load_record(results_dir: PathLike, name: str) -> Dict[str, Any]:
+    path = Path(results_dir) / "records" / f"{_check_name(name)}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no record {name!r}: {path} does not exist")
+    return json.loads(path.read_text())
+
+
+# ------------------------------------------------------------------------------------------------ tables
+def _cell(v: Any, digits: int) -> str:
+    if v is None or (isinstance(v, (float, np.floating)) and math.isnan(float(v))):
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.{digits}f}"
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(df, digits: int = 2, index: bool = False) -> str:
+    """A GitHub Markdown table of ``df`` (floats with ``digits`` decimals, numbers right-aligned)."""
+    import pandas as pd
+
+    if index:
+        df = df.reset_index()
+    cols = [str(c) for c in df.columns]
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
+    rows = [[_cell(v, digits) for v in r] for r in df.itertuples(index=False, name=None)]
+    lines = ["| " + " | ".join(c.replace("|", "\\|") for c in cols) + " |",
+             "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def save_table(df, results_dir: PathLike, name: str, *, caption: Optional[str] = None, digits: int = 2,
+               markdown_df=None) -> Tuple[Path, Path]:
+    """Write ``df`` to ``results_dir/tables/<name>.csv`` and a Markdown rendering to ``<name>.md``
+    (``markdown_df`` if given, e.g. with text columns such as "81.2 [79.9, 82.6]"); the caption goes to
+    ``<name>.json``. Returns ``(csv_path, md_path)``."""
+    import pandas as pd
+
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"save_table {name!r}: expected a pandas DataFrame, got {type(df).__name__}")
+    folder = Path(results_dir) / "tables"
+    _check_name(name)
+    csv_path = atomic_write_text(folder / f"{name}.csv", df.to_csv(index=False, float_format="%.6g"))
+    md_path = atomic_write_text(folder / f"{name}.md", to_markdown(df if markdown_df is None else markdown_df,
+                                                                  digits))
+    _caption(folder, name, caption)
+    return csv_path, md_path
+
+
+def save_figure(fig, results_dir: PathLike, name: str, *, caption: Optional[str] = None, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as ``results_dir/figures/<name>.png`` (atomically, no version metadata)."""
+    folder = Path(results_dir) / "figures"
+    _check_name(name)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    path = atomic_write(folder / f"{name}.png", lambda f: f.write(buf.getvalue()))
+    _caption(folder, name, caption)
+    return path
+
+
+def save_image(image, results_dir: PathLike, name: str, *, caption: Optional[str] = None) -> Path:
+    """Save a PIL image as ``results_dir/figures/<name>.png`` (atomically)."""
+    folder = Path(results_dir) / "figures"
+    _check_name(name)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    path = atomic_write(folder / f"{name}.png", lambda f: f.write(buf.getvalue()))
+    _caption(folder, name, caption)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ main table
+def load_per_query(run_dir: PathLike, form: str) -> Dict[str, np.ndarray]:
+    """The per-query arrays ``run_dir/per_query_<form>.npz`` written by the runner."""
+    path = Path(run_dir) / f"per_query_{form}.npz"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run {Path(run_dir).name} has no per-query results for "
+                                f"form {form!r}")
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+MAIN_COLUMNS = ["label", "run", "method", "form", "seed", "mAP", "mAP_low", "mAP_high", "rank1", "params_m",
+                "macs_m", "params_reduction_pct", "macs_reduction_pct", "d_mAP", "d_mAP_low", "d_mAP_high",
+                "p_better"]
+
+
+def main_table(runs, *, teacher: Optional[str] = None, methods: Optional[Sequence[str]] = None,
+               n_boot: int = 1000, seed: int = 0, level: float = 0.95):
+    """Teacher vs every run's deployed form (absorbed for pruning methods), DEAP first after the teacher.
+
+    ``runs``: :meth:`deap_lib.study.Study.load_runs` output (columns run, run_dir, method, seed, form,
+    deployed, mAP, mAP_low, mAP_high, rank1, params_no_classifier, macs). Each row is compared with the
+    teacher run of the same seed (else ``teacher``, a run name): parameter / MAC reductions in percent and
+    the paired cluster-bootstrap mAP difference (percentage points, ``level`` interval, ``p_better`` = share
+    of resamples where the model beats the teacher) from the runs' ``per_query_<form>.npz`` files.
+    ``methods`` restricts (and orders) the methods shown. Returns a DataFrame with :data:`MAIN_COLUMNS`.
+    """
+    import pandas as pd
+
+    from .evaluation import paired_bootstrap
+
+    need = {"run", "run_dir", "method", "seed", "form", "deployed", "mAP", "mAP_low", "mAP_high", "rank1",
+            "params_no_classifier", "macs"}
+    missing = sorted(need - set(runs.columns))
+    if missing:
+        raise KeyError(f"main_table: runs table lacks columns {missing} (pass Study.load_runs())")
+    dep = runs[runs["deployed"].astype(bool)].copy()
+    teachers = dep[dep["method"] == "teacher"]
+    if teachers.empty:
+        raise ValueError("main_table: no teacher run among the runs")
+    if teacher is not None:
+        fixed = teachers[teachers["run"] == teacher]
+        if fixed.empty:
+            raise KeyError(f"main_table: teacher run {teacher!r} not found; teacher runs: "
+                           f"{sorted(teachers['run'])}")
+
+    def teacher_for(seed_: int):
+        same = teachers[teachers["seed"] == seed_]
+        if teacher is not None:
+            return fixed.iloc[0] if same.empty or teacher in set(same["run"]) else same.iloc[0]
+        if same.empty:
+            if len(teachers) > 1:
+                raise ValueError(f"main_table: no teacher run with seed {seed_} and several others "
+                                 f"({sorted(teachers['run'])}); pass teacher=")
+            return teachers.iloc[0]
+        return same.iloc[0]
+
+    order = list(methods) if methods is not None else \
+        ["teacher", "deap"] + sorted(m for m in dep["method"].unique() if m not in ("teacher", "deap"))
+    dep = dep[dep["method"].isin(order)]
+    dep["_o"] = dep["method"].map({m: i for i, m in enumerate(order)})
+    dep = dep.sort_values(["_o", "run", "seed"], kind="stable")
+    rows: List[Dict[str, Any]] = []
+    cache: Dict[Tuple[str, str], Dict[str, np.ndarray]] = {}
+
+    def pq(run_dir: str, form: str) -> Dict[str, np.ndarray]:
+        if (run_dir, form) not in cache:
+            cache[(run_dir, form)] = load_per_query(run_dir, form)
+        return cache[(run_dir, form)]
+
+    for _, r in dep.iterrows():
+        t = teacher_for(int(r["seed"]))
+        if r["run_dir"] == t["run_dir"]:
+            d = {"diff": 0.0, "low": 0.0, "high": 0.0, "frac_a_gt_b": 0.0}
+        else:
+            d = paired_bootstrap(pq(r["run_dir"], r["form"]), pq(t["run_dir"], t["form"]), n_boot=n_boot,
+                                 seed=seed, level=level)["mAP"]
+        rows.append({
+            "label": r["run"] if r["form"] in ("teacher", "student", "absorbed") else f"{r['run']} ({r['form']})",
+            "run": r["run"], "method": r["method"], "form": r["form"], "seed": int(r["seed"]),
+            "mAP": r["mAP"], "mAP_low": r["mAP_low"], "mAP_high": r["mAP_high"], "rank1": r["rank1"],
+            "params_m": r["params_no_classifier"] / 1e6, "macs_m": r["macs"] / 1e6,
+            "params_reduction_pct": 100.0 * (1.0 - r["params_no_classifier"] / t["params_no_classifier"]),
+            "macs_reduction_pct": 100.0 * (1.0 - r["macs"] / t["macs"]),
+            "d_mAP": 100.0 * d["diff"], "d_mAP_low": 100.0 * d["low"], "d_mAP_high": 100.0 * d["high"],
+            "p_better": d["frac_a_gt_b"],
+        })
+    return pd.DataFrame(rows, columns=MAIN_COLUMNS)
+
+
+def format_main_table(table, digits: int = 1):
+    """The Markdown-friendly view of :func:`main_table`: intervals as text, units in the headers."""
+    import pandas as pd
+
+    f = f"{{:.{digits}f}}"
+
+    def ci(e, lo, hi):
+        return f"{f.format(e)} [{f.format(lo)}, {f.format(hi)}]"
+
+    return pd.DataFrame({
+        "model": table["label"], "form": table["form"],
+        "mAP % [95% CI]": [ci(*v) for v in zip(table["mAP"], table["mAP_low"], table["mAP_high"])],
+        "Rank-1 %": [f.format(v) for v in table["rank1"]],
+        "params (M)": [f"{v:.3f}" for v in table["params_m"]],
+        "MACs (M)": [f"{v:.1f}" for v in table["macs_m"]],
+        "params -%": [f.format(v) for v in table["params_reduction_pct"]],
+        "MACs -%": [f.format(v) for v in table["macs_reduction_pct"]],
+        "mAP vs teacher (pp) [95% CI]": [ci(*v) for v in zip(table["d_mAP"], table["d_mAP_low"],
+                                                              table["d_mAP_high"])],
+    })
+
+
+# ------------------------------------------------------------------------------------------------ README
+def has_study(results_dir: PathLike) -> bool:
+    """Whether ``results_dir`` holds any table, figure or record."""
+    root = Path(results_dir)
+    return any(any((root / sub).glob(pat)) for sub, pat in
+               (("tables", "*.md"), ("figures", "*.png"), ("records", "*.json")))
+
+
+def _load_caption(folder: Path, name: str) -> str:
+    meta = folder / f"{name}.json"
+    if meta.is_file():
+        try:
+            return str(json.loads(meta.read_text()).get("caption") or name)
+        except (ValueError, AttributeError) as e:
+            raise ValueError(f"{meta}: not a caption file ({e})") from e
+    return name
+
+
+def _group(name: str) -> str:
+    head = name.split("_", 1)[0]
+    return head if head.isdigit() else "~"
+
+
+def results_section(results_dir: PathLike = "results", link_base: PathLike = ".") -> str:
+    """The README's generated results section (without markers), built from ``results_dir`` only.
+    Links are relative to ``link_base`` (the README's folder). Deterministic: same files -> same text."""
+    root = Path(results_dir)
+    rel = Path(os.path.relpath(root.resolve(), Path(link_base).resolve())).as_posix()
+    lines = ["## Results", "",
+             "<!-- generated by `python -m deap_lib readme` from the results folder; do not edit by hand -->", ""]
+    if not has_study(root):
+        lines += [f"No study results yet: `make reproduce` runs the notebooks and fills `{rel}/` and this section.",
+                  ""]
+        return "\n".join(lines)
+    rep = root / "records" / "reproduce.json"
+    if rep.is_file():
+        r = json.loads(rep.read_text())
+        bits = [f"preset `{r.get('preset')}`", f"dataset `{r.get('dataset')}`"]
+        if r.get("epochs") is not None:
+            bits.append(f"{r['epochs']} epochs")
+        bits.append(f"seed {r.get('seed')}")
+        bits.append("full study" if r.get("full") else "core study (no ablations)")
+        if r.get("code_version"):
+            bits.append(f"code `{r['code_version']}`")
+        lines += ["Produced by `python -m deap_lib reproduce`: " + ", ".join(bits) + ". Executed notebooks: "
+                  f"[`{rel}/executed/`]({rel}/executed/); all runs: [`{rel}/summary.csv`]({rel}/summary.csv).", ""]
+    tables = sorted(p.stem for p in (root / "tables").glob("*.md"))
+    figures = sorted(p.stem for p in (root / "figures").glob("*.png"))
+    for g in sorted({_group(n) for n in tables + figures}):
+        lines += [f"### {STAGES.get(g, 'Other') if g != '~' else 'Other'}", ""]
+        for name in (n for n in tables if _group(n) == g):
+            cap = _load_caption(root / "tables", name)
+            lines += [f"**{cap}** ([CSV]({rel}/tables/{name}.csv))", "",
+                      (root / "tables" / f"{name}.md").read_text().rstrip("\n"), ""]
+        for name in (n for n in figures if _group(n) == g):
+            cap = _load_caption(root / "figures", name)
+            lines += [f"**{cap}**", "", f"![{cap}]({rel}/figures/{name}.png)", ""]
+    return "\n".join(lines)
+
+
+def _split_readme(text: str, path: Path) -> Tuple[str, str, str]:
+    if text.count(START_MARKER) != 1 or text.count(END_MARKER) != 1:
+        raise ValueError(f"{path}: needs exactly one '{START_MARKER}' and one '{END_MARKER}' line around the "
+                         f"results section (found {text.count(START_MARKER)} and {text.count(END_MARKER)})")
+    a = text.index(START_MARKER) + len(START_MARKER)
+    b = text.index(END_MARKER)
+    if b < a:
+        raise ValueError(f"{path}: '{END_MARKER}' comes before '{START_MARKER}'")
+    return text[:a], text[a:b], text[b:]
+
+
+def readme_section(readme: PathLike = "README.md") -> str:
+    """The current text between the README's results markers."""
+    path = Path(readme)
+    return _split_readme(path.read_text(), path)[1]
+
+
+def render_readme(readme: PathLike = "README.md", results_dir: PathLike = "results", *, check: bool = False) -> bool:
+    """Regenerate the README's results section (between :data:`START_MARKER` and :data:`END_MARKER`) from
+    ``results_dir`` only; idempotent. ``check=True`` writes nothing and returns whether the README is up to
+    date; otherwise returns whether the file was changed."""
+    path = Path(readme)
+    if not path.is_file():
+        raise FileNotFoundError(f"render_readme: {path} does not exist")
+    text = path.read_text()
+    head, body, tail = _split_readme(text, path)
+    new_body = "\n" + results_section(results_dir, path.parent) + "\n"
+    if check:
+        return body == new_body
+    if body == new_body:
+        return False
+    atomic_write_text(path, head + new_body + tail)
+    return True

@@ -1,0 +1,554 @@
+"""Study orchestration for the notebooks: named runs of one preset, trained as parallel CLI subprocesses.
+
+A :class:`Study` fixes what every run of a study shares (preset, dataset, epochs, device, ...). Each run is
+one ``python -m deap_lib train ... --threads 1 --no-progress`` subprocess writing
+``runs/<preset>/<method>[-<tag>]-s<seed>/`` (its output goes to ``run.log`` there); ``jobs`` of them run
+at a time (on a 2-core CPU, two single-thread runs beat one two-thread run). A finished run with the same
+config (and, for distillation, the same teacher file) is reused. The parent process, not the runs, appends
+the rows of ``results/summary.csv``, one finished run at a time under a lock, so the file is never
+half-written. The teacher a method needs is trained (or reused) first::
+
+    study = Study("quick", runs_dir="/tmp/runs", results_dir="/tmp/results")
+    deap, kd = study.run_many([("deap", 0, {"prune.target_macs": 0.3}), ("kd", 0, {})])
+    df = study.load_runs()          # one row per (run, form) of every finished run of the preset
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .config import RunConfig
+from .engine.checkpoint import config_diff
+
+PathLike = Union[str, "os.PathLike[str]"]
+RUN_LOG = "run.log"
+#: forms that go to summary.csv (as in deap_lib.methods.runner.run)
+SUMMARY_FORMS = ("teacher", "student", "unpruned", "pruned", "absorbed")
+_TAG_OK = re.compile(r"[^A-Za-z0-9._]+")
+
+
+class RunFailed(RuntimeError):
+    """One or more training subprocesses failed; the message holds each run's log tail."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a study: ``method`` + ``seed`` + per-run config ``overrides`` (dotted keys); ``tag`` names
+    the run folder (default: derived from the overrides)."""
+
+    method: str
+    seed: int
+    overrides: Tuple[Tuple[str, Any], ...] = ()
+    tag: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}{'-' + self.tag if self.tag else ''}-s{self.seed}"
+
+
+def make_tag(overrides: Mapping[str, Any]) -> str:
+    """A short folder tag for per-run overrides: ``{"prune.target_macs": 0.3}`` -> ``"target_macs0.3"``."""
+    parts = []
+    for key in sorted(overrides):
+        v = overrides[key]
+        parts.append(_TAG_OK.sub("", key.rsplit(".", 1)[-1] + str(v)))
+    tag = "_".join(parts)
+    if len(tag) > 48:
+        import hashlib
+
+        digest = hashlib.sha1(json.dumps(sorted((k, repr(v)) for k, v in overrides.items())).encode()).hexdigest()
+        tag = tag[:39] + "_" + digest[:8]
+    return tag
+
+
+def _dotted(overrides: Optional[Mapping[str, Any]], kw: Mapping[str, Any]) -> Dict[str, Any]:
+    """Merge a dotted-key dict and keyword overrides (``prune__target_macs=0.3`` -> ``prune.target_macs``)."""
+    out = dict(overrides or {})
+    out.update({k.replace("__", "."): v for k, v in kw.items()})
+    return out
+
+
+def _set_arg(key: str, value: Any, cfg: RunConfig) -> str:
+    """``--set`` text for a config value that the CLI parses back to the same value."""
+    return f"{key}={value}" if isinstance(value, str) else f"{key}={value!r}"
+
+
+def deployed_form(forms: Mapping[str, Any]) -> str:
+    """The form a method deploys: ``absorbed`` for pruning methods, else its single trained form."""
+    for f in ("absorbed", "teacher", "student"):
+        if f in forms:
+            return f
+    return next(iter(forms))
+
+
+def summary_rows(metrics: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    """The summary.csv rows of one run (same columns and units as ``deap_lib.methods.runner``)."""
+    return [{"run": metrics["run"], "method": metrics["method"], "preset": metrics["preset"],
+             "dataset": metrics["dataset"], "seed": metrics["seed"], "form": form, "mAP": r["mAP"],
+             "rank1": r["rank1"], "rank5": r["rank5"], "rank10": r["rank10"], "mINP": r["mINP"],
+             "params_m": r["params_no_classifier"] / 1e6, "macs_g": r["macs"] / 1e9}
+            for form, r in metrics["forms"].items() if form in SUMMARY_FORMS]
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """An exclusive advisory lock on ``path`` (POSIX ``flock``; a no-op where unavailable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _synthetic_matches(root: Path, name: str) -> bool:
+    """Whether ``root`` holds the synthetic set ``name`` exactly as ``ensure_synthetic`` makes it."""
+    from dataclasses import asdict
+
+    from .data import SyntheticConfig
+    from .data.synthetic import GENERATOR_VERSION
+    from .methods.presets import SYNTHETIC
+
+    meta = root / "meta.json"
+    if not meta.is_file():
+        return False
+    try:
+        have = json.loads(meta.read_text())
+    except ValueError:
+        return False
+    want = json.loads(json.dumps(dict(generator_version=GENERATOR_VERSION, seed=0,
+                                      config=asdict(SyntheticConfig(**SYNTHETIC[name])))))
+    return all(json.dumps(have.get(k), sort_keys=True) == json.dumps(v, sort_keys=True) for k, v in want.items())
+
+
+@dataclass
+class _Job:
+    spec: RunSpec
+    cfg: RunConfig
+    run_dir: Path
+    proc: Optional[subprocess.Popen] = None
+    log_offset: int = 0
+    t0: float = 0.0
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+class Study:
+    """Runs of one preset that share data, epochs, device and study-wide ``overrides``.
+
+    Paths: relative ``runs_dir`` / ``results_dir`` / ``data_root`` are taken relative to ``base`` (default:
+    the working directory when the Study is made); training subprocesses run there, so configs keep the
+    relative paths. ``data_root=None`` uses the preset's root; a given root that does not exist yet (or
+    holds exactly the preset's synthetic set) gets the preset's synthetic dataset generated there, any
+    other existing folder is read as it is (real data). ``force``: ``False`` reuses finished runs with the
+    same config; ``True`` re-runs runs finished before this Study was made; a float (Unix time) re-runs
+    runs finished before that time (``reproduce --force`` passes one so that all notebooks share one fresh
+    teacher). ``eval_every``: evaluate every N epochs during training (``None``: about 8 evaluations per
+    run, for the mAP-over-epochs curves; 0: only at the end).
+    """
+
+    def __init__(self, preset: str = "cpu", data_root: Optional[PathLike] = None, runs_dir: PathLike = "runs",
+                 results_dir: PathLike = "results", force: Union[bool, float] = False, jobs: int = 2,
+                 threads: int = 1, epochs: Optional[int] = None, seed: int = 0,
+                 overrides: Optional[Mapping[str, Any]] = None, *, dataset: Optional[str] = None,
+                 device: Optional[str] = None, eval_every: Optional[int] = None, base: Optional[PathLike] = None,
+                 verbose: bool = True):
+        from .methods import get_preset
+
+        if jobs < 1 or threads < 1:
+            raise ValueError(f"Study: jobs and threads must be >= 1, got jobs={jobs}, threads={threads}")
+        if epochs is not None and int(epochs) < 1:
+            raise ValueError(f"Study: epochs must be >= 1 or None (the preset's), got {epochs}")
+        self.preset = preset
+        self.base = Path(base) if base is not None else Path.cwd()
+        self.runs_dir = Path(runs_dir)
+        self.results_dir = Path(results_dir)
+        self.jobs, self.threads, self.seed, self.verbose = int(jobs), int(threads), int(seed), verbose
+        if force is True:
+            self.force_since: Optional[float] = time.time()
+        elif force is False or force is None:
+            self.force_since = None
+        elif isinstance(force, (int, float)):
+            self.force_since = float(force)
+        else:
+            raise TypeError(f"Study: force must be a bool or a Unix time, got {force!r}")
+        base_cfg = get_preset(preset, "teacher")  # validates the preset name
+        ov: Dict[str, Any] = {}
+        if dataset is not None:
+            ov["data.dataset"] = dataset
+        if data_root is not None:
+            root = str(data_root)
+            ov["data.root"] = root
+            syn = base_cfg.data.synthetic
+            here = self._abs(root)
+            if root != base_cfg.data.root and not (syn and (not here.exists() or _synthetic_matches(here, syn))):
+                ov["data.synthetic"] = ""
+        if epochs is not None:
+            ov["optim.epochs"] = int(epochs)
+        if device is not None:
+            ov["device"] = device
+        n_epochs = int(epochs) if epochs is not None else base_cfg.optim.epochs
+        ov["eval_every"] = int(eval_every) if eval_every is not None else max(1, n_epochs // 8)
+        ov.update(overrides or {})
+        self.overrides = ov
+        get_preset(preset, "teacher", **ov)  # fail early on a bad study-wide override
+        self._data_ready = False
+
+    # ---------------------------------------------------------------------------------------------- paths
+    def _abs(self, p: PathLike) -> Path:
+        p = Path(p)
+        return p if p.is_absolute() else self.base / p
+
+    @property
+    def summary_csv(self) -> Path:
+        return self._abs(self.results_dir) / "summary.csv"
+
+    def __repr__(self) -> str:
+        return (f"Study(preset={self.preset!r}, runs={self._abs(self.runs_dir) / self.preset}, "
+                f"results={self._abs(self.results_dir)}, jobs={self.jobs}, threads={self.threads}, "
+                f"overrides={self.overrides})")
+
+    def spec(self, method: str, seed: Optional[int] = None, overrides: Optional[Mapping[str, Any]] = None,
+             tag: Optional[str] = None) -> RunSpec:
+        from .methods import METHODS
+
+        METHODS.get(method)  # KeyError listing the methods
+        ov = {k: tuple(v) if isinstance(v, list) else v for k, v in (overrides or {}).items()}
+        return RunSpec(method, int(self.seed if seed is None else seed), tuple(sorted(ov.items())),
+                       make_tag(ov) if tag is None else tag)
+
+    def run_dir(self, method_or_spec: Union[str, RunSpec], seed: Optional[int] = None,
+                overrides: Optional[Mapping[str, Any]] = None, tag: Optional[str] = None) -> Path:
+        """``runs_dir/<preset>/<method>[-<tag>]-s<seed>`` (absolute)."""
+        spec = method_or_spec if isinstance(method_or_spec, RunSpec) else \
+            self.spec(method_or_spec, seed, overrides, tag)
+        return self._abs(self.runs_dir) / self.preset / spec.name
+
+    def _cli_dir(self, spec: RunSpec) -> str:
+        """The run folder as given to / stored by the CLI (relative to ``base`` when runs_dir is)."""
+        return str(Path(self.runs_dir) / self.preset / spec.name)
+
+    # ---------------------------------------------------------------------------------------------- config
+    @staticmethod
+    def needs_teacher(method: str) -> bool:
+        from .methods import METHODS
+
+        return bool(getattr(METHODS.get(method), "needs_teacher", False))
+
+    def teacher_path(self, seed: Optional[int] = None) -> str:
+        """The teacher checkpoint a distillation run of ``seed`` uses (as stored in its config)."""
+        return str(Path(self._cli_dir(self.spec("teacher", seed))) / "model.pt")
+
+    def config(self, spec: Union[str, RunSpec], seed: Optional[int] = None,
+               overrides: Optional[Mapping[str, Any]] = None) -> RunConfig:
+        """The full config of a run (what the training subprocess will build)."""
+        from .methods import get_preset
+
+        if isinstance(spec, str):
+            spec = self.spec(spec, seed, overrides)
+        ov = {**self.overrides, "seed": spec.seed, **dict(spec.overrides)}
+        if self.needs_teacher(spec.method) and "teacher_path" not in ov:
+            ov["teacher_path"] = self.teacher_path(spec.seed)
+        return get_preset(self.preset, spec.method, **ov)
+
+    def prepare_data(self):
+        """Generate the preset's synthetic dataset if needed (in this process, before any run starts) and
+        return the parsed dataset."""
+        from .data import build_dataset
+        from .methods.presets import ensure_synthetic
+
+        d = self.config("teacher").data
+        root = self._abs(d.root)
+        if d.synthetic and not self._data_ready:
+            ensure_synthetic(str(root), d.synthetic)
+        self._data_ready = True
+        return build_dataset(d.dataset, root)
+
+    # ---------------------------------------------------------------------------------------------- state
+    def _finished(self, job: _Job) -> Optional[Dict[str, Any]]:
+        """The reusable metrics of a job's folder, or None when it must (re)train. A finished run with
+        another config raises unless forced."""
+        path = job.run_dir / "metrics.json"
+        if not path.is_file():
+            return None
+        try:
+            old = json.loads(path.read_text())
+        except ValueError:
+            return None
+        if self.force_since is not None and path.stat().st_mtime < self.force_since:
+            job.extra["why"] = "forced"
+            return None
+        diff = config_diff(old.get("config", {}), job.cfg.to_dict())
+        if diff:
+            if self.force_since is not None:
+                job.extra["why"] = "config changed (forced)"
+                return None
+            shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(diff.items())[:6])
+            raise FileExistsError(f"{job.run_dir} holds a finished run with a different config ({shown}); "
+                                  "pass force=True to re-run it, or use another runs_dir")
+        if job.cfg.teacher_path:
+            from .engine.distiller import file_sha256
+
+            tp = self._abs(job.cfg.teacher_path)
+            if tp.is_file() and old.get("teacher_hash") != file_sha256(str(tp)):
+                job.extra["why"] = "its teacher was retrained"
+                return None
+        return old
+
+    def _log(self, msg: str) -> None:
+        if self.verbose:
+            print(f"[study] {msg}", flush=True)
+
+    # ---------------------------------------------------------------------------------------------- running
+    def _command(self, job: _Job, fresh: bool) -> List[str]:
+        cfg, spec = job.cfg, job.spec
+        cmd = [sys.executable, "-m", "deap_lib", "train", "--method", spec.method, "--preset", self.preset,
+               "--out", self._cli_dir(spec), "--threads", str(self.threads), "--no-progress"]
+        ov = {**self.overrides, "seed": spec.seed, **dict(spec.overrides)}
+        if self.needs_teacher(spec.method) and "teacher_path" not in ov:
+            ov["teacher_path"] = cfg.teacher_path
+        for k, v in ov.items():
+            cmd += ["--set", _set_arg(k, v, cfg)]
+        cmd.append("--force" if fresh else "--resume")
+        return cmd
+
+    def _env(self) -> Dict[str, str]:
+        env = dict(os.environ)
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(self.threads)
+        pkg_root = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _start(self, job: _Job) -> None:
+        fresh = "why" in job.extra  # forced / stale: start over
+        if fresh and job.run_dir.exists():
+            shutil.rmtree(job.run_dir)
+        job.run_dir.mkdir(parents=True, exist_ok=True)
+        log = job.run_dir / RUN_LOG
+        cmd = self._command(job, fresh)
+        job.log_offset = log.stat().st_size if log.exists() else 0
+        with open(log, "a") as fh:
+            fh.write(f"=== {' '.join(cmd[1:])}\n")
+            fh.flush()
+            job.proc = subprocess.Popen(cmd, cwd=self.base, stdout=fh, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, env=self._env())
+        job.t0 = time.time()
+        why = f" ({job.extra['why']})" if fresh else ""
+        self._log(f"{job.spec.name}: training{why}, log {log}")
+
+    def _log_tail(self, job: _Job, n: int = 40) -> str:
+        log = job.run_dir / RUN_LOG
+        try:
+            with open(log, "rb") as fh:
+                fh.seek(job.log_offset)
+                lines = fh.read().decode("utf-8", "replace").splitlines()
+        except OSError as e:
+            return f"(cannot read {log}: {e})"
+        return "\n".join(lines[-n:])
+
+    def _record_summary(self, metrics: Mapping[str, Any]) -> None:
+        from .methods.runner import _append_summary
+
+        rows = summary_rows(metrics)
+        if rows:
+            with _file_lock(self.summary_csv.with_name(".summary.csv.lock")):
+                _append_summary(self.summary_csv, rows)
+
+    def _collect(self, job: _Job) -> Dict[str, Any]:
+        metrics = json.loads((job.run_dir / "metrics.json").read_text())
+        diff = config_diff(metrics.get("config", {}), job.cfg.to_dict())
+        if diff:
+            raise RuntimeError(f"{job.run_dir}: the training subprocess built a different config than the study "
+                               f"({', '.join(list(diff)[:6])}); this is a bug in deap_lib.study")
+        return metrics
+
+    def _execute(self, specs: Sequence[RunSpec]) -> Dict[RunSpec, Dict[str, Any]]:
+        """Reuse or train ``specs`` (independent runs), ``jobs`` at a time; summary rows per finished run."""
+        results: Dict[RunSpec, Dict[str, Any]] = {}
+        todo: List[_Job] = []
+        for spec in dict.fromkeys(specs):  # unique, in order
+            job = _Job(spec, self.config(spec), self.run_dir(spec))
+            old = self._finished(job)
+            if old is None:
+                todo.append(job)
+            else:
+                results[spec] = old
+                self._record_summary(old)
+        if todo:
+            self.prepare_data()
+        running: List[_Job] = []
+        failed: List[Tuple[_Job, str]] = []
+        pending = list(todo)
+        try:
+            while pending or running:
+                while pending and len(running) < self.jobs:
+                    job = pending.pop(0)
+                    self._start(job)
+                    running.append(job)
+                time.sleep(0.2)
+                for job in [j for j in running if j.proc.poll() is not None]:
+                    running.remove(job)
+                    rc = job.proc.returncode
+                    if rc != 0 or not (job.run_dir / "metrics.json").is_file():
+                        failed.append((job, f"exit status {rc}"))
+                        self._log(f"{job.spec.name}: FAILED (exit status {rc}), log {job.run_dir / RUN_LOG}")
+                        continue
+                    metrics = self._collect(job)
+                    results[job.spec] = metrics
+                    self._record_summary(metrics)
+                    form = deployed_form(metrics["forms"])
+                    self._log(f"{job.spec.name}: done in {time.time() - job.t0:.1f} s, {form} mAP "
+                              f"{metrics['forms'][form]['mAP_text']}")
+        except BaseException:
+            for job in running:  # only the processes this call started
+                if job.proc.poll() is None:
+                    job.proc.terminate()
+            for job in running:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    job.proc.wait(timeout=10)
+                if job.proc.poll() is None:
+                    job.proc.kill()
+            raise
+        if failed:
+            parts = [f"--- {job.spec.name} ({why}); log {job.run_dir / RUN_LOG}, last lines:\n{self._log_tail(job)}"
+                     for job, why in failed]
+            raise RunFailed(f"{len(failed)} run(s) failed:\n" + "\n".join(parts))
+        return results
+
+    def _as_spec(self, item: Union[str, RunSpec, Sequence[Any]]) -> RunSpec:
+        if isinstance(item, RunSpec):
+            return item
+        if isinstance(item, str):
+            return self.spec(item)
+        if not isinstance(item, (tuple, list)) or not 1 <= len(item) <= 4:
+            raise ValueError(f"run_many: each run must be a method name, a RunSpec or a tuple (method, seed, "
+                             f"overrides[, tag]), got {item!r}")
+        method, seed, ov, tag = (list(item) + [None, None, None])[:4]
+        return self.spec(method, seed, ov, tag)
+
+    def run_many(self, runs: Iterable[Union[str, RunSpec, Sequence[Any]]]) -> List[Dict[str, Any]]:
+        """Train or reuse several independent runs (``(method, seed, overrides[, tag])`` tuples, method names
+        or :class:`RunSpec`); the teachers they need come first. Returns their metrics dicts (in order, each
+        with an added ``run_dir``). Raises :class:`RunFailed` (with log tails) after the other runs finish
+        if any run fails."""
+        specs = [self._as_spec(r) for r in runs]
+        teachers = [s for s in specs if s.method == "teacher"]
+        teachers += [self.spec("teacher", s.seed) for s in specs if self.needs_teacher(s.method)]
+        done = self._execute(teachers) if teachers else {}
+        done.update(self._execute([s for s in specs if s not in done]))
+        return [{**done[s], "run_dir": str(self.run_dir(s))} for s in specs]
+
+    def run(self, method: str, seed: Optional[int] = None, *, tag: Optional[str] = None,
+            overrides: Optional[Mapping[str, Any]] = None, **kw: Any) -> Dict[str, Any]:
+        """Train or reuse one run; overrides as a dotted dict and/or keywords with ``__`` for dots
+        (``run("deap", prune__target_macs=0.3)``). Returns its metrics dict (plus ``run_dir``)."""
+        return self.run_many([self.spec(method, seed, _dotted(overrides, kw), tag)])[0]
+
+    def teacher(self, seed: Optional[int] = None) -> Path:
+        """Train or reuse the teacher of ``seed``; returns its run folder (holding ``model.pt``)."""
+        self.run("teacher", seed)
+        return self.run_dir("teacher", seed)
+
+    # ---------------------------------------------------------------------------------------------- reading
+    def metrics(self, run_dir: PathLike) -> Dict[str, Any]:
+        path = Path(run_dir) / "metrics.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: the run has not finished")
+        return json.loads(path.read_text())
+
+    def load_runs(self, all_presets: bool = False):
+        """One row per (run, form) of every finished run under ``runs_dir/<preset>/`` (every preset with
+        ``all_presets``): run, run_dir, method, tag, preset, dataset, seed, form, deployed (the run's deployed
+        form), the form's metrics (mAP, intervals, rank-k, mINP, params, params_no_classifier, macs), and
+        wall_time_s, epochs, target_macs, threshold from the run's config."""
+        import pandas as pd
+
+        root = self._abs(self.runs_dir)
+        paths = sorted(root.glob("*/*/metrics.json") if all_presets else (root / self.preset).glob("*/metrics.json"))
+        rows = []
+        for p in paths:
+            m = json.loads(p.read_text())
+            cfg = m.get("config", {})
+            name, method, seed = p.parent.name, m["method"], m["seed"]
+            tag = name[len(method) + 1: -len(f"-s{seed}")] if name.startswith(method + "-") else ""
+            dep = deployed_form(m["forms"])
+            for form, r in m["forms"].items():
+                row = {"run": name, "run_dir": str(p.parent), "method": method, "tag": tag,
+                       "preset": m["preset"], "dataset": m["dataset"], "seed": seed, "form": form,
+                       "deployed": form == dep}
+                row.update({k: v for k, v in r.items() if not k.endswith("_text")})
+                row["mAP_text"] = r.get("mAP_text")
+                row.update(wall_time_s=m.get("wall_time_s"), epochs=cfg.get("optim", {}).get("epochs"),
+                           target_macs=cfg.get("prune", {}).get("target_macs"),
+                           threshold=cfg.get("prune", {}).get("threshold"))
+                rows.append(row)
+        return pd.DataFrame(rows)
+
+    @staticmethod
+    def train_log(run_dir: PathLike):
+        """The per-epoch training log of a run; two-stage methods' stage logs are concatenated with columns
+        ``stage`` and ``global_epoch`` (epochs counted across stages)."""
+        import pandas as pd
+
+        run_dir = Path(run_dir)
+        logs = [(run_dir.name, run_dir / "train_log.csv")] if (run_dir / "train_log.csv").is_file() else \
+            [(p.parent.name, p) for p in sorted(run_dir.glob("stage*/train_log.csv"))]
+        if not logs:
+            raise FileNotFoundError(f"{run_dir}: no train_log.csv (nor stage*/train_log.csv)")
+        frames, offset = [], 0
+        for stage, path in logs:
+            df = pd.read_csv(path)
+            df.insert(0, "stage", stage)
+            df["global_epoch"] = df["epoch"] + offset
+            offset += int(df["epoch"].max())
+            frames.append(df)
+        return pd.concat(frames, ignore_index=True)
+
+    @staticmethod
+    def pruner_norms(run_dir: PathLike) -> Dict[int, np.ndarray]:
+        """``{epoch: all pruner norms}`` of a PCP run (last stage of a two-stage run); empty if none."""
+        run_dir = Path(run_dir)
+        paths = [run_dir / "pruner_norms.json"] + sorted(run_dir.glob("stage*/pruner_norms.json"), reverse=True)
+        for p in paths:
+            if p.is_file():
+                return {int(k): np.asarray(v, dtype=np.float64) for k, v in json.loads(p.read_text()).items()}
+        return {}
+
+
+def dataset_grid(dataset, n_ids: int = 6, *, max_cams: int = 6, seed: int = 0, size: int = 64):
+    """A PIL grid of test identities (rows) seen by different cameras (columns) for any ``ReIDDataset``."""
+    from PIL import Image
+
+    items = list(dataset.query) + list(dataset.gallery)
+    by_id: Dict[int, Dict[int, str]] = {}
+    for it in items:
+        by_id.setdefault(int(it[1]), {}).setdefault(int(it[2]), str(it[0]))
+    pids = sorted(p for p, cams in by_id.items() if len(cams) > 1) or sorted(by_id)
+    if not pids:
+        raise ValueError(f"dataset_grid: {dataset.name} has no query/gallery images")
+    rng = np.random.default_rng(seed)
+    chosen = sorted(int(p) for p in rng.choice(pids, min(n_ids, len(pids)), replace=False))
+    gap = 2
+    out = Image.new("RGB", (max_cams * (size + gap), len(chosen) * (size + gap)), (255, 255, 255))
+    for i, pid in enumerate(chosen):
+        for j, cam in enumerate(sorted(by_id[pid])[:max_cams]):
+            with Image.open(by_id[pid][cam]) as im:
+                out.paste(im.convert("RGB").resize((size, size)), (j * (size + gap), i * (size + gap)))
+    return out
