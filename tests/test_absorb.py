@@ -12,13 +12,6 @@ W = 0.125  # planes 8/16/32/64, stem 8
 TOL = 1e-5  # relative: max|f_a - f_b| / max|f_b| in fp32 (observed ~1e-6)
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP contention on a busy shared box (test-only)."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
 def _rel(a, b):

@@ -12,13 +12,6 @@ from deap_lib.export import export_onnx, export_torchscript, load_compact, run_o
 from deap_lib.models import build_model
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP contention on a busy shared box (test-only)."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
 def _student(arch="resnet50", pcp="deap", seed=0):

@@ -13,13 +13,6 @@ from deap_lib.models import MODELS, ReIDOutput, build_model, load_pretrained
 W = 0.125  # narrow nets keep the tests fast: planes 8/16/32/64
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP contention on a busy shared box (test-only)."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
 def _bn_eval(x, bn):

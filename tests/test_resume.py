@@ -24,20 +24,6 @@ from deap_lib.engine import ConfigMismatchError, Distiller, Trainer, build_optim
 
 
 
-@pytest.fixture(autouse=True)
-def _keep_global_torch_state():
-    det = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    rng = (random.getstate(), np.random.get_state(), torch.get_rng_state())
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: extra threads only add contention on a shared box
-    yield
-    if (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) != (det, warn_only):
-        torch.use_deterministic_algorithms(det, warn_only=warn_only)
-    random.setstate(rng[0])
-    np.random.set_state(rng[1])
-    torch.set_rng_state(rng[2])
-    torch.set_num_threads(threads)
 
 
 # A tiny CNN trained with random flip + random erasing (global torch RNG, as torchvision transforms do),
