@@ -1,0 +1,94 @@
+"""Cost of a DEAP training step against a plain student step plus the teacher's forward pass.
+
+DEAP adds PCP pruners (two 1x1 convs per bottleneck), the group lasso, KL, DL and ARKD to a student
+step. The target (issue: training engine) is a DEAP step <= 1.3 x (student step + teacher forward) on CPU.
+The two are timed in interleaved rounds on the same batch (median of ``repeats``), so machine noise hits
+both alike; the ratio is what to report.
+
+    .venv/bin/python benchmarks/bench_train_step.py [--preset cpu] [--threads 1] [--repeats 7]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from typing import Dict
+
+import torch
+
+from deap_lib.methods import METHODS, get_preset
+from deap_lib.methods.runner import build_student
+from deap_lib.models import build_model
+
+
+def _step(model, method, teacher, x, pids, opt) -> None:
+    out_s = model(x)
+    with torch.no_grad():
+        out_t = teacher.forward_features(x) if teacher is not None else None
+    if method.needs_teacher:
+        terms = method.loss_terms(model, out_s, out_t, pids)
+    else:
+        terms = method.task_terms(out_s, pids)
+    opt.zero_grad(set_to_none=True)
+    sum(terms.values()).backward()
+    opt.step()
+
+
+def run(preset: str = "cpu", threads: int = 1, repeats: int = 7, num_classes: int = 180, seed: int = 0) -> Dict:
+    torch.set_num_threads(threads)
+    cfg = get_preset(preset, "deap")
+    torch.manual_seed(seed)
+    teacher = build_model(cfg.model.arch, num_classes, width=cfg.model.width, last_stride=cfg.model.last_stride,
+                          embed_dim=cfg.model.embed_dim).eval()
+    teacher.requires_grad_(False)
+    plain = build_student(cfg, num_classes, None).train()
+    deap = build_student(cfg, num_classes, "deap").train()
+    student_m, deap_m = METHODS.get("student")(cfg), METHODS.get("deap")(cfg)
+    b = cfg.data.ids_per_batch * cfg.data.num_instances
+    x = torch.randn(b, 3, *cfg.model.input_size)
+    pids = torch.arange(cfg.data.ids_per_batch).repeat_interleave(cfg.data.num_instances)
+    opt_p = torch.optim.SGD(plain.parameters(), lr=1e-3, momentum=0.9)
+    opt_d = torch.optim.SGD(deap.parameters(), lr=1e-3, momentum=0.9)
+
+    def baseline():  # student step (CE + triplet) + the teacher forward it would need
+        _step(plain, student_m, None, x, pids, opt_p)
+        with torch.no_grad():
+            teacher.forward_features(x)
+
+    def deap_step():
+        _step(deap, deap_m, teacher, x, pids, opt_d)
+
+    times = {"baseline": [], "deap": []}
+    for fn in (baseline, deap_step):  # warm-up
+        fn()
+    for _ in range(repeats):
+        for name, fn in (("baseline", baseline), ("deap", deap_step)):
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"preset": preset, "threads": threads, "batch": b, "input_size": list(cfg.model.input_size),
+            "baseline_s": med["baseline"], "deap_s": med["deap"], "ratio": med["deap"] / med["baseline"],
+            "target_ratio": 1.3, "repeats": repeats}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="cpu")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args()
+    r = run(a.preset, a.threads, a.repeats)
+    if a.json:
+        print(json.dumps(r, indent=2))
+        return
+    print(f"preset {r['preset']} batch {r['batch']} input {r['input_size']} threads {r['threads']}")
+    print(f"student step + teacher forward: {r['baseline_s'] * 1e3:8.1f} ms (median of {r['repeats']})")
+    print(f"DEAP step (teacher forward incl.): {r['deap_s'] * 1e3:8.1f} ms")
+    print(f"ratio DEAP / baseline: {r['ratio']:.2f}  (target <= {r['target_ratio']})")
+
+
+if __name__ == "__main__":
+    main()
