@@ -92,6 +92,10 @@ def test_finished_run_is_reused_and_a_different_config_refused(teacher_run, quic
     assert again["wall_time_s"] == m["wall_time_s"]  # read back, not re-trained
     with pytest.raises(FileExistsError, match="optim.lr"):
         run(cfg.copy(**{"optim.lr": 0.2}), out / "teacher", progress=False)
+    forced = run(cfg, out / "teacher_copy", progress=False)
+    again = run(cfg, out / "teacher_copy", progress=False, force=True)  # re-trains over the old checkpoint
+    assert again["wall_time_s"] != forced["wall_time_s"]
+    assert again["forms"]["teacher"]["mAP"] == forced["forms"]["teacher"]["mAP"]  # same seed, same result
 
 
 def test_distillation_without_teacher_is_a_clear_error(tmp_path, quick_root):

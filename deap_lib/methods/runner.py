@@ -148,7 +148,7 @@ def _append_summary(path: Union[str, Path], rows: List[Dict[str, Any]]) -> None:
 # ------------------------------------------------------------------------------------------------ training
 def train_stage(method: Method, cfg: RunConfig, student: ReIDNet, teacher: Optional[ReIDNet], data: Data,
                 out_dir: Path, *, resume: bool, progress: bool, device: torch.device,
-                teacher_path: Optional[str] = None) -> Tuple[ReIDNet, List[dict]]:
+                teacher_path: Optional[str] = None, force: bool = False) -> Tuple[ReIDNet, List[dict]]:
     """Train ``student`` with ``method``'s loss terms for ``cfg.optim.epochs`` epochs (resumable)."""
     oc = cfg.optim
     if method.needs_teacher and teacher is None:
@@ -197,7 +197,7 @@ def train_stage(method: Method, cfg: RunConfig, student: ReIDNet, teacher: Optio
                       config=cfg.to_dict(), scheduler=scheduler, device=device,
                       amp=cfg.amp and device.type == "cuda", post_step=post_step,
                       epoch_end=hooks, progress=progress)
-    history = trainer.fit(resume=resume)
+    history = trainer.fit(resume=resume, overwrite=force)
     return student.eval(), history
 
 
@@ -299,7 +299,7 @@ def run(cfg: RunConfig, out_dir: Union[str, Path], *, resume: bool = False, forc
         s1 = build_student(cfg, num_classes, first.pcp)
         s1, histories["stage1"] = train_stage(first, cfg, s1, teacher, data, out_dir / f"stage1_{first.name}",
                                               resume=resume, progress=progress, device=device,
-                                              teacher_path=cfg.teacher_path)
+                                              teacher_path=cfg.teacher_path, force=force)
         if first.prunes:  # np_then_kd: cut + re-calibrate, then distil the compact student
             pruned, rule = select_and_prune(s1, pruner_scores(s1), threshold=cfg.prune.threshold,
                                             relative=cfg.prune.relative, min_channels=cfg.prune.min_channels,
@@ -313,13 +313,14 @@ def run(cfg: RunConfig, out_dir: Union[str, Path], *, resume: bool = False, forc
             s2 = plain_to_pcp(s1).train()
         s2, histories["stage2"] = train_stage(second, cfg, s2, teacher, data, out_dir / f"stage2_{second.name}",
                                               resume=resume, progress=progress, device=device,
-                                              teacher_path=cfg.teacher_path)
+                                              teacher_path=cfg.teacher_path, force=force)
         extra.update(finish_pruning(cfg, s2, data, rec, unpruned=s1 if first.prunes else None))
     else:
         method = method_cls(cfg)
         student = build_student(cfg, num_classes, method.pcp)
         student, histories["train"] = train_stage(method, cfg, student, teacher, data, out_dir, resume=resume,
-                                                  progress=progress, device=device, teacher_path=cfg.teacher_path)
+                                                  progress=progress, device=device, teacher_path=cfg.teacher_path,
+                                                  force=force)
         save_compact(copy.deepcopy(student).cpu(), str(out_dir / "model.pt"))
         if method.prunes:
             scores = bn_scores(student) if method.pcp is None else None
