@@ -16,7 +16,7 @@ endif
 # Study settings (override on the command line: make reproduce PRESET=paper DATA=/path/to/VeRi)
 PRESET ?= cpu
 DATASET ?= veri
-DATA ?= data/synthetic_veri
+DATA ?=
 OUT ?= results
 FORCE ?= 0
 PYTEST_ARGS ?=
@@ -42,10 +42,10 @@ test: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
 reproduce: $(STAMP)
-	$(PY) -m deap_lib reproduce --preset $(PRESET) --dataset $(DATASET) --data $(DATA) --out $(OUT) $(if $(filter 1,$(FORCE)),--force,)
+	$(PY) -m deap_lib reproduce --preset $(PRESET) --dataset $(DATASET) $(if $(DATA),--data $(DATA),) --out $(OUT) $(if $(filter 1,$(FORCE)),--force,)
 
 reproduce-full: $(STAMP)
-	$(PY) -m deap_lib reproduce --full --preset $(PRESET) --dataset $(DATASET) --data $(DATA) --out $(OUT) $(if $(filter 1,$(FORCE)),--force,)
+	$(PY) -m deap_lib reproduce --full --preset $(PRESET) --dataset $(DATASET) $(if $(DATA),--data $(DATA),) --out $(OUT) $(if $(filter 1,$(FORCE)),--force,)
 
 lab: $(STAMP)
 	$(PY) -m ipykernel install --sys-prefix --name deap-study --display-name "deap-study (.venv)"

@@ -42,14 +42,50 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    if args.data == DEFAULT_SYNTHETIC_ROOT or not Path(args.data).exists():
-        if args.dataset != "veri":
-            print(f"error: dataset root '{args.data}' does not exist", file=sys.stderr)
-            return 2
-        _ensure_synthetic(args.data)
-    ns = argparse.Namespace(dataset=args.dataset, data=args.data, size=16)
-    print("[reproduce] training-free thumbnail baseline on", args.data)
-    return cmd_baseline(ns)
+    """Run the study notebooks 00-04 with papermill into OUT/executed/, then refresh the README section."""
+    from .reproduce import NotebookFailed, reproduce
+    from .study import RunFailed
+
+    try:
+        reproduce(args.preset, args.dataset, args.data, args.out, args.runs, force=args.force, full=args.full,
+                  epochs=args.epochs, seed=args.seed, jobs=args.jobs, device=args.device, notebooks=args.notebooks,
+                  readme=None if args.no_readme else args.readme, kernel_name=args.kernel,
+                  parameters=_notebook_params(args.param or []))
+    except (NotebookFailed, RunFailed) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _notebook_params(items: List[str]) -> dict:
+    """``["target_macs=0.5"]`` -> ``{"target_macs": 0.5}`` (values parsed as Python literals, else strings)."""
+    import ast
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise SystemExit(f"error: --param {item!r} must look like name=value")
+        try:
+            out[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = value.strip()
+    return out
+
+
+def cmd_readme(args: argparse.Namespace) -> int:
+    """Regenerate (or with --check, verify) the README's results section from the results folder."""
+    from .results import render_readme
+
+    if args.check:
+        ok = render_readme(args.readme, args.results, check=True)
+        if not ok:
+            print(f"{args.readme}: the results section is out of date; run `python -m deap_lib readme`",
+                  file=sys.stderr)
+        return 0 if ok else 1
+    changed = render_readme(args.readme, args.results)
+    print(f"{args.readme}: results section {'updated' if changed else 'already up to date'}")
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -120,13 +156,31 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_train)
 
-    r = sub.add_parser("reproduce", help="run the study on a dataset (default: the embedded one)")
-    r.add_argument("--preset", default="cpu")
-    r.add_argument("--dataset", default="veri")
-    r.add_argument("--data", default=DEFAULT_SYNTHETIC_ROOT)
-    r.add_argument("--out", default="results")
-    r.add_argument("--force", action="store_true")
+    r = sub.add_parser("reproduce", help="run the study notebooks 00-04 (papermill) and refresh the README")
+    r.add_argument("--preset", default="cpu", help="quick, cpu, paper")
+    r.add_argument("--dataset", default=None, help="dataset name (default: the preset's)")
+    r.add_argument("--data", default=None, help="dataset root (default: the preset's; generated if synthetic)")
+    r.add_argument("--out", default="results", help="results folder")
+    r.add_argument("--runs", default="runs", help="run folders (RUNS/PRESET/...)")
+    r.add_argument("--epochs", type=int, default=None, help="epochs of every run (default: the preset's)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--jobs", type=int, default=2, help="training subprocesses at a time (1 thread each)")
+    r.add_argument("--device", default=None, help="default: the preset's (auto)")
+    r.add_argument("--full", action="store_true", help="also the full study's extras (ablations)")
+    r.add_argument("--force", action="store_true", help="re-execute every notebook and re-train every run")
+    r.add_argument("--notebooks", nargs="+", default=None, metavar="NAME", help="only these (e.g. 00_data)")
+    r.add_argument("--readme", default="README.md")
+    r.add_argument("--no-readme", action="store_true", help="leave the README alone")
+    r.add_argument("--kernel", default="python3", help="Jupyter kernel (must run this interpreter)")
+    r.add_argument("--param", action="append", metavar="NAME=VALUE",
+                   help="extra notebook parameter, e.g. target_macs=0.5 (02) or latency_rounds=2 (04)")
     r.set_defaults(func=cmd_reproduce)
+
+    m = sub.add_parser("readme", help="regenerate the README's results section from the results folder")
+    m.add_argument("--readme", default="README.md")
+    m.add_argument("--results", default="results")
+    m.add_argument("--check", action="store_true", help="exit 1 if the section is out of date (writes nothing)")
+    m.set_defaults(func=cmd_readme)
     return p
 
 

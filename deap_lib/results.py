@@ -9,8 +9,8 @@ Layout of a results folder (``results/`` by default; everything written atomical
       figures/<name>.png       figures (:func:`save_figure`, :func:`save_image`) + <name>.json caption
       executed/                notebooks executed by ``python -m deap_lib reproduce``
 
-Artifact names start with the notebook number (``02_dilemma_map``); :func:`render_readme` groups the
-README's results section by that prefix.
+Artifact names start with the notebook number (``02_1_dilemma_map``); :func:`render_readme` groups the
+README's results section by that prefix and orders tables and figures by name within a group.
 """
 from __future__ import annotations
 
@@ -102,17 +102,20 @@ def _cell(v: Any, digits: int) -> str:
     return str(v).replace("|", "\\|").replace("\n", " ")
 
 
-def to_markdown(df, digits: int = 2, index: bool = False) -> str:
-    """A GitHub Markdown table of ``df`` (floats with ``digits`` decimals, numbers right-aligned)."""
-    import pandas as pd
+_NUMBERISH = re.compile(r"^-?[0-9.]+(e[+-]?[0-9]+)?( \[-?[0-9.]+, -?[0-9.]+\])?%?$|^$")
 
+
+def to_markdown(df, digits: int = 2, index: bool = False) -> str:
+    """A GitHub Markdown table of ``df`` (floats with ``digits`` decimals; columns of numbers, including text
+    such as "81.2 [79.9, 82.6]", right-aligned)."""
     if index:
         df = df.reset_index()
     cols = [str(c) for c in df.columns]
-    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
     rows = [[_cell(v, digits) for v in r] for r in df.itertuples(index=False, name=None)]
+    right = [bool(rows) and all(_NUMBERISH.match(r[j]) for r in rows)
+             and not all(isinstance(v, (bool, np.bool_)) for v in df.iloc[:, j]) for j in range(len(cols))]
     lines = ["| " + " | ".join(c.replace("|", "\\|") for c in cols) + " |",
-             "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
+             "|" + "|".join("---:" if a else "---" for a in right) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
@@ -168,7 +171,7 @@ def load_per_query(run_dir: PathLike, form: str) -> Dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
-MAIN_COLUMNS = ["label", "run", "method", "form", "seed", "mAP", "mAP_low", "mAP_high", "rank1", "params_m",
+MAIN_COLUMNS = ["label", "run", "method", "form", "seed", "reference", "mAP", "mAP_low", "mAP_high", "rank1", "params_m",
                 "macs_m", "params_reduction_pct", "macs_reduction_pct", "d_mAP", "d_mAP_low", "d_mAP_high",
                 "p_better"]
 
@@ -181,7 +184,8 @@ def main_table(runs, *, teacher: Optional[str] = None, methods: Optional[Sequenc
     deployed, mAP, mAP_low, mAP_high, rank1, params_no_classifier, macs). Each row is compared with the
     teacher run of the same seed (else ``teacher``, a run name): parameter / MAC reductions in percent and
     the paired cluster-bootstrap mAP difference (percentage points, ``level`` interval, ``p_better`` = share
-    of resamples where the model beats the teacher) from the runs' ``per_query_<form>.npz`` files.
+    of resamples where the model beats the teacher; 0 for the teacher row itself, whose ``run`` equals its
+    ``reference``) from the runs' ``per_query_<form>.npz`` files.
     ``methods`` restricts (and orders) the methods shown. Returns a DataFrame with :data:`MAIN_COLUMNS`.
     """
     import pandas as pd
@@ -236,7 +240,7 @@ def main_table(runs, *, teacher: Optional[str] = None, methods: Optional[Sequenc
                                  seed=seed, level=level)["mAP"]
         rows.append({
             "label": r["run"] if r["form"] in ("teacher", "student", "absorbed") else f"{r['run']} ({r['form']})",
-            "run": r["run"], "method": r["method"], "form": r["form"], "seed": int(r["seed"]),
+            "run": r["run"], "method": r["method"], "form": r["form"], "seed": int(r["seed"]), "reference": t["run"],
             "mAP": r["mAP"], "mAP_low": r["mAP_low"], "mAP_high": r["mAP_high"], "rank1": r["rank1"],
             "params_m": r["params_no_classifier"] / 1e6, "macs_m": r["macs"] / 1e6,
             "params_reduction_pct": 100.0 * (1.0 - r["params_no_classifier"] / t["params_no_classifier"]),
@@ -261,11 +265,12 @@ def format_main_table(table, digits: int = 1):
         "mAP % [95% CI]": [ci(*v) for v in zip(table["mAP"], table["mAP_low"], table["mAP_high"])],
         "Rank-1 %": [f.format(v) for v in table["rank1"]],
         "params (M)": [f"{v:.3f}" for v in table["params_m"]],
-        "MACs (M)": [f"{v:.1f}" for v in table["macs_m"]],
+        "MACs (M)": [f"{v:.2f}" for v in table["macs_m"]],
         "params -%": [f.format(v) for v in table["params_reduction_pct"]],
         "MACs -%": [f.format(v) for v in table["macs_reduction_pct"]],
-        "mAP vs teacher (pp) [95% CI]": [ci(*v) for v in zip(table["d_mAP"], table["d_mAP_low"],
-                                                              table["d_mAP_high"])],
+        "mAP vs teacher (pp) [95% CI]": ["reference" if run == ref else ci(*v) for run, ref, *v in
+                                         zip(table["run"], table["reference"], table["d_mAP"], table["d_mAP_low"],
+                                             table["d_mAP_high"])],
     })
 
 
@@ -311,21 +316,24 @@ def results_section(results_dir: PathLike = "results", link_base: PathLike = "."
             bits.append(f"{r['epochs']} epochs")
         bits.append(f"seed {r.get('seed')}")
         bits.append("full study" if r.get("full") else "core study (no ablations)")
+        bits += [f"`{k}={v}`" for k, v in sorted((r.get("parameters") or {}).items())]
         if r.get("code_version"):
             bits.append(f"code `{r['code_version']}`")
         lines += ["Produced by `python -m deap_lib reproduce`: " + ", ".join(bits) + ". Executed notebooks: "
                   f"[`{rel}/executed/`]({rel}/executed/); all runs: [`{rel}/summary.csv`]({rel}/summary.csv).", ""]
-    tables = sorted(p.stem for p in (root / "tables").glob("*.md"))
-    figures = sorted(p.stem for p in (root / "figures").glob("*.png"))
-    for g in sorted({_group(n) for n in tables + figures}):
-        lines += [f"### {STAGES.get(g, 'Other') if g != '~' else 'Other'}", ""]
-        for name in (n for n in tables if _group(n) == g):
-            cap = _load_caption(root / "tables", name)
-            lines += [f"**{cap}** ([CSV]({rel}/tables/{name}.csv))", "",
-                      (root / "tables" / f"{name}.md").read_text().rstrip("\n"), ""]
-        for name in (n for n in figures if _group(n) == g):
-            cap = _load_caption(root / "figures", name)
-            lines += [f"**{cap}**", "", f"![{cap}]({rel}/figures/{name}.png)", ""]
+    tables = {p.stem for p in (root / "tables").glob("*.md")}
+    figures = {p.stem for p in (root / "figures").glob("*.png")}
+    items = sorted([(n, "table") for n in tables] + [(n, "figure") for n in figures])
+    for g in sorted({_group(n) for n, _ in items}):
+        lines += [f"### {STAGES.get(g, 'Other')}", ""]
+        for name, kind in (it for it in items if _group(it[0]) == g):
+            if kind == "table":
+                cap = _load_caption(root / "tables", name)
+                lines += [f"**{cap}** ([CSV]({rel}/tables/{name}.csv))", "",
+                          (root / "tables" / f"{name}.md").read_text().rstrip("\n"), ""]
+            else:
+                cap = _load_caption(root / "figures", name)
+                lines += [f"**{cap}**", "", f"![{cap}]({rel}/figures/{name}.png)", ""]
     return "\n".join(lines)
 
 

@@ -30,11 +30,10 @@ import numpy as np
 
 from .config import RunConfig
 from .engine.checkpoint import config_diff
+from .methods.runner import SUMMARY_FORMS, append_summary, summary_rows  # noqa: F401 (re-exported)
 
 PathLike = Union[str, "os.PathLike[str]"]
 RUN_LOG = "run.log"
-#: forms that go to summary.csv (as in deap_lib.methods.runner.run)
-SUMMARY_FORMS = ("teacher", "student", "unpruned", "pruned", "absorbed")
 _TAG_OK = re.compile(r"[^A-Za-z0-9._]+")
 
 
@@ -79,8 +78,9 @@ def _dotted(overrides: Optional[Mapping[str, Any]], kw: Mapping[str, Any]) -> Di
     return out
 
 
-def _set_arg(key: str, value: Any, cfg: RunConfig) -> str:
-    """``--set`` text for a config value that the CLI parses back to the same value."""
+def _set_arg(key: str, value: Any) -> str:
+    """``--set`` text for a config value that the CLI parses back to the same value (strings as they are,
+    everything else as a Python literal)."""
     return f"{key}={value}" if isinstance(value, str) else f"{key}={value!r}"
 
 
@@ -92,30 +92,24 @@ def deployed_form(forms: Mapping[str, Any]) -> str:
     return next(iter(forms))
 
 
-def summary_rows(metrics: Mapping[str, Any]) -> List[Dict[str, Any]]:
-    """The summary.csv rows of one run (same columns and units as ``deap_lib.methods.runner``)."""
-    return [{"run": metrics["run"], "method": metrics["method"], "preset": metrics["preset"],
-             "dataset": metrics["dataset"], "seed": metrics["seed"], "form": form, "mAP": r["mAP"],
-             "rank1": r["rank1"], "rank5": r["rank5"], "rank10": r["rank10"], "mINP": r["mINP"],
-             "params_m": r["params_no_classifier"] / 1e6, "macs_g": r["macs"] / 1e9}
-            for form, r in metrics["forms"].items() if form in SUMMARY_FORMS]
-
-
 @contextlib.contextmanager
-def _file_lock(path: Path):
-    """An exclusive advisory lock on ``path`` (POSIX ``flock``; a no-op where unavailable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _folder_lock(folder: Path):
+    """An exclusive advisory ``flock`` on ``folder`` itself (no lock file left behind; POSIX only, a no-op
+    elsewhere). Serialises summary.csv updates of concurrent studies writing the same results folder."""
+    folder.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX
+
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):  # pragma: no cover - non-POSIX
         yield
         return
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def _synthetic_matches(root: Path, name: str) -> bool:
@@ -311,20 +305,30 @@ class Study:
                 return None
         return old
 
+    @staticmethod
+    def _cost(spec: RunSpec) -> int:
+        """Rough relative training cost, to start the longest runs first."""
+        from .methods import METHODS, Sequential
+
+        cls = METHODS.get(spec.method)
+        if isinstance(cls, type) and issubclass(cls, Sequential):
+            return 4
+        return 1 + int(bool(getattr(cls, "needs_teacher", False))) + int(bool(getattr(cls, "prunes", False)))
+
     def _log(self, msg: str) -> None:
         if self.verbose:
             print(f"[study] {msg}", flush=True)
 
     # ---------------------------------------------------------------------------------------------- running
     def _command(self, job: _Job, fresh: bool) -> List[str]:
-        cfg, spec = job.cfg, job.spec
+        spec = job.spec
         cmd = [sys.executable, "-m", "deap_lib", "train", "--method", spec.method, "--preset", self.preset,
                "--out", self._cli_dir(spec), "--threads", str(self.threads), "--no-progress"]
         ov = {**self.overrides, "seed": spec.seed, **dict(spec.overrides)}
         if self.needs_teacher(spec.method) and "teacher_path" not in ov:
-            ov["teacher_path"] = cfg.teacher_path
+            ov["teacher_path"] = job.cfg.teacher_path
         for k, v in ov.items():
-            cmd += ["--set", _set_arg(k, v, cfg)]
+            cmd += ["--set", _set_arg(k, v)]
         cmd.append("--force" if fresh else "--resume")
         return cmd
 
@@ -364,12 +368,10 @@ class Study:
         return "\n".join(lines[-n:])
 
     def _record_summary(self, metrics: Mapping[str, Any]) -> None:
-        from .methods.runner import _append_summary
-
         rows = summary_rows(metrics)
         if rows:
-            with _file_lock(self.summary_csv.with_name(".summary.csv.lock")):
-                _append_summary(self.summary_csv, rows)
+            with _folder_lock(self.summary_csv.parent):
+                append_summary(self.summary_csv, rows)
 
     def _collect(self, job: _Job) -> Dict[str, Any]:
         metrics = json.loads((job.run_dir / "metrics.json").read_text())
@@ -393,6 +395,7 @@ class Study:
                 self._record_summary(old)
         if todo:
             self.prepare_data()
+            todo.sort(key=lambda j: -self._cost(j.spec))  # longest first: better packing of the job slots
         running: List[_Job] = []
         failed: List[Tuple[_Job, str]] = []
         pending = list(todo)
@@ -451,7 +454,12 @@ class Study:
         specs = [self._as_spec(r) for r in runs]
         teachers = [s for s in specs if s.method == "teacher"]
         teachers += [self.spec("teacher", s.seed) for s in specs if self.needs_teacher(s.method)]
-        done = self._execute(teachers) if teachers else {}
+        pending_teachers = {t for t in teachers if not (self.run_dir(t) / "metrics.json").is_file()
+                            or self.force_since is not None}
+        # first the teachers still to train, with every run that needs none; then the distillation runs
+        first = list(dict.fromkeys(teachers + [s for s in specs if not self.needs_teacher(s.method)])) \
+            if pending_teachers else []
+        done = self._execute(first) if first else {}
         done.update(self._execute([s for s in specs if s not in done]))
         return [{**done[s], "run_dir": str(self.run_dir(s))} for s in specs]
 

@@ -149,3 +149,15 @@ def test_sample_grid(tiny):
     assert img.size[0] == 2 * (32 + 3) and img.size[1] == 3 * (32 + 12 + 3)
     with pytest.raises(ValueError, match="split"):
         sample_grid(root, split="query")
+
+
+def test_difficulty_dial():
+    assert SyntheticConfig() == SyntheticConfig.at_difficulty(0.3)
+    easy = SyntheticConfig.at_difficulty(0.0)
+    assert (easy.clutter, easy.occlusion_prob, easy.colour_cast, easy.rotation_deg, easy.noise_max) == (0, 0, 0, 0, 0)
+    assert easy.rear_view_prob == (0.0, 0.0) and easy.view_modes == (1.0, 0.0, 0.0)
+    mid = SyntheticConfig.at_difficulty(0.5, num_train_ids=10)
+    # halfway between the end points (hand computed): clutter (0 + 0.8) / 2, rotation (0 + 8) / 2
+    assert (mid.clutter, mid.rotation_deg, mid.detail_scale, mid.num_train_ids) == (0.4, 4.0, 1.2, 10)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        SyntheticConfig.at_difficulty(1.5)

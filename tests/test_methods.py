@@ -82,7 +82,7 @@ def test_pruning_methods_record_three_exact_forms(teacher_run, quick_root, metho
     pq = np.load(out / method / "per_query_absorbed.npz")
     assert set(pq.files) == {"ap", "inp", "first_hit", "valid", "q_pids"}
     df = pd.read_csv(out / "summary.csv")
-    assert set(df[df.run == method].form) == PRUNING_FORMS
+    assert m["run"].endswith("/" + method) and set(df[df.run == m["run"]].form) == PRUNING_FORMS
 
 
 def test_finished_run_is_reused_and_a_different_config_refused(teacher_run, quick_root):

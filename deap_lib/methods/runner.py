@@ -29,6 +29,7 @@ from ..engine import Distiller, Trainer, build_optimizer, build_scheduler
 from ..engine.checkpoint import atomic_write_text, config_diff
 from ..engine.distiller import file_sha256
 from ..engine.distributed import auto_device, is_main_process
+from ..engine.seeding import seed_everything
 from ..export import load_compact, save_compact
 from ..inference import evaluate_model, per_query_arrays
 from ..models import ReIDNet, build_model, load_pretrained
@@ -41,6 +42,17 @@ log = logging.getLogger(__name__)
 
 SUMMARY_COLUMNS = ["run", "method", "preset", "dataset", "seed", "form", "mAP", "rank1", "rank5", "rank10",
                    "mINP", "params_m", "macs_g"]
+#: the model forms that get a summary row (others, e.g. ``pruned_no_recalib``, stay in metrics.json)
+SUMMARY_FORMS = ("teacher", "student", "unpruned", "pruned", "absorbed")
+
+
+def summary_rows(metrics: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The ``summary.csv`` rows of one run's metrics (metrics in percent, params in M, MACs in G)."""
+    return [{"run": metrics["run"], "method": metrics["method"], "preset": metrics["preset"],
+             "dataset": metrics["dataset"], "seed": metrics["seed"], "form": form, "mAP": r["mAP"],
+             "rank1": r["rank1"], "rank5": r["rank5"], "rank10": r["rank10"], "mINP": r["mINP"],
+             "params_m": r["params_no_classifier"] / 1e6, "macs_g": r["macs"] / 1e9}
+            for form, r in metrics["forms"].items() if form in SUMMARY_FORMS]
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -127,7 +139,7 @@ def _pruner_stats(model: ReIDNet, threshold: float) -> Tuple[Dict[str, float], L
     return stats, [float(v) for v in norms]
 
 
-def _append_summary(path: Union[str, Path], rows: List[Dict[str, Any]]) -> None:
+def append_summary(path: Union[str, Path], rows: List[Dict[str, Any]]) -> None:
     """Add rows to the summary CSV atomically; rows of the same (run, form) replace older ones."""
     import pandas as pd
 
@@ -287,6 +299,7 @@ def run(cfg: RunConfig, out_dir: Union[str, Path], *, resume: bool = False, forc
     t0 = time.time()
     device = resolve_device(cfg.device)
     method_cls = METHODS.get(cfg.method)
+    seed_everything(cfg.seed)  # model construction draws from the global generators
     data = Data(cfg)
     num_classes = data.dataset.num_train_pids
     teacher, teacher_hash = _load_teacher(cfg, device)
@@ -329,17 +342,12 @@ def run(cfg: RunConfig, out_dir: Union[str, Path], *, resume: bool = False, forc
             rec.add(method.form, student)
 
     metrics = {
-        "run": run_name or out_dir.name, "method": cfg.method, "preset": cfg.preset, "dataset": cfg.data.dataset,
+        "run": run_name or f"{out_dir.parent.name}/{out_dir.name}", "method": cfg.method, "preset": cfg.preset, "dataset": cfg.data.dataset,
         "seed": cfg.seed, "config": cfg.to_dict(), "code_version": code_version(), "device": str(device),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "wall_time_s": time.time() - t0,
         "teacher_hash": teacher_hash, "forms": rec.forms, **extra,
     }
     atomic_write_text(metrics_path, json.dumps(metrics, indent=2, default=float) + "\n")
     if summary_csv is not None:
-        rows = [{"run": metrics["run"], "method": cfg.method, "preset": cfg.preset, "dataset": cfg.data.dataset,
-                 "seed": cfg.seed, "form": form, "mAP": r["mAP"], "rank1": r["rank1"], "rank5": r["rank5"],
-                 "rank10": r["rank10"], "mINP": r["mINP"], "params_m": r["params_no_classifier"] / 1e6,
-                 "macs_g": r["macs"] / 1e9}
-                for form, r in rec.forms.items() if form in ("teacher", "student", "unpruned", "pruned", "absorbed")]
-        _append_summary(summary_csv, rows)
+        append_summary(summary_csv, summary_rows(metrics))
     return metrics

@@ -1,0 +1,430 @@
+"""deap_lib.study (run orchestration) and deap_lib.results (records, tables, figures, main table, README).
+
+Training subprocesses are replaced by tiny Python scripts here (the real CLI runs in test_notebooks.py),
+except for the check that the CLI rebuilds exactly the config the Study computed.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from deap_lib import results as R
+from deap_lib.study import RunFailed, Study, deployed_form, make_tag, summary_rows
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------------------ results
+def test_record_roundtrip_and_types(tmp_path):
+    p = R.record(tmp_path, "01_x", {"a": np.float32(1.5), "b": np.int64(3), "c": [np.bool_(True), None, "s"],
+                                    "d": {"e": np.arange(3)}})
+    assert p == tmp_path / "records" / "01_x.json"
+    assert json.loads(p.read_text()) == {"a": 1.5, "b": 3, "c": [True, None, "s"], "d": {"e": [0, 1, 2]}}
+    assert R.load_record(tmp_path, "01_x")["b"] == 3
+    assert [q.name for q in (tmp_path / "records").iterdir()] == ["01_x.json"]  # no temp files left
+
+
+def test_record_rejects_nonfinite_and_keeps_old_file(tmp_path):
+    R.record(tmp_path, "r", {"v": 1.0})
+    with pytest.raises(ValueError, match=r"r\.inner\.v.*finite"):
+        R.record(tmp_path, "r", {"inner": {"v": float("nan")}})
+    with pytest.raises(TypeError, match="set"):
+        R.record(tmp_path, "r", {"v": {1, 2}})
+    with pytest.raises(ValueError, match="artifact name"):
+        R.record(tmp_path, "../evil", {"v": 1})
+    assert R.load_record(tmp_path, "r") == {"v": 1.0}
+
+
+def test_record_atomic_when_replace_fails(tmp_path, monkeypatch):
+    R.record(tmp_path, "r", {"v": 1})
+
+    def boom(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        R.record(tmp_path, "r", {"v": 2})
+    monkeypatch.undo()
+    assert R.load_record(tmp_path, "r") == {"v": 1}
+    assert sorted(q.name for q in (tmp_path / "records").iterdir()) == ["r.json"]
+
+
+def test_to_markdown_hand_written():
+    df = pd.DataFrame({"model": ["a|b", "c"], "mAP": [1.234, 20.0], "ci": ["1.0 [0.5, 2.0]", "-3.0 [-4.0, 1.0]"],
+                       "ok": [True, False]})
+    want = ("| model | mAP | ci | ok |\n"
+            "|---|---:|---:|---|\n"
+            "| a\\|b | 1.23 | 1.0 [0.5, 2.0] | yes |\n"
+            "| c | 20.00 | -3.0 [-4.0, 1.0] | no |\n")
+    assert R.to_markdown(df) == want
+
+
+def test_save_table_and_figure(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = pd.DataFrame({"split": ["train", "query"], "ids": [8, 6]})
+    csv, md = R.save_table(df, tmp_path, "00_1_stats", caption="Stats")
+    assert csv.read_text() == "split,ids\ntrain,8\nquery,6\n"
+    assert md.read_text() == "| split | ids |\n|---|---:|\n| train | 8 |\n| query | 6 |\n"
+    assert json.loads((tmp_path / "tables" / "00_1_stats.json").read_text()) == {"caption": "Stats"}
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    png = R.save_figure(fig, tmp_path, "00_2_fig", caption="A figure")
+    plt.close(fig)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(TypeError, match="DataFrame"):
+        R.save_table([1, 2], tmp_path, "bad")
+    leftovers = [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+# ------------------------------------------------------------------------------------------------ README
+def _readme(tmp_path, body="old"):
+    p = tmp_path / "README.md"
+    p.write_text(f"# Title\n\nintro\n\n{R.START_MARKER}\n{body}\n{R.END_MARKER}\n\n## After\n")
+    return p
+
+
+def test_render_readme_idempotent_and_check(tmp_path):
+    res = tmp_path / "results"
+    readme = _readme(tmp_path)
+    assert R.render_readme(readme, res, check=True) is False
+    assert R.render_readme(readme, res) is True  # placeholder written
+    assert "No study results yet" in readme.read_text()
+    R.save_table(pd.DataFrame({"m": ["deap"], "mAP": [50.0]}), res, "04_1_main", caption="Main table")
+    R.save_table(pd.DataFrame({"s": ["train"], "n": [3]}), res, "00_1_stats", caption="Stats")
+    (res / "figures").mkdir()
+    (res / "figures" / "02_2_bar.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # a figure without caption file
+    assert R.render_readme(readme, res, check=True) is False
+    assert R.render_readme(readme, res) is True
+    text = readme.read_text()
+    assert R.render_readme(readme, res) is False and readme.read_text() == text  # idempotent
+    assert R.render_readme(readme, res, check=True) is True
+    assert text.startswith("# Title\n\nintro\n\n") and text.endswith(f"{R.END_MARKER}\n\n## After\n")
+    # groups in notebook order, links relative to the README, tables verbatim
+    assert text.index("### Data") < text.index("### The KD + NP dilemma") < text.index("### Absorption")
+    assert "**Stats** ([CSV](results/tables/00_1_stats.csv))\n\n| s | n |\n|---|---:|\n| train | 3 |\n" in text
+    assert "![02_2_bar](results/figures/02_2_bar.png)" in text
+    assert "No study results yet" not in text
+    R.save_table(pd.DataFrame({"m": ["deap"], "mAP": [51.0]}), res, "04_1_main", caption="Main table")
+    assert R.render_readme(readme, res, check=True) is False
+
+
+def test_render_readme_needs_markers(tmp_path):
+    p = tmp_path / "README.md"
+    p.write_text("# no markers\n")
+    with pytest.raises(ValueError, match="README.md.*results:start"):
+        R.render_readme(p, tmp_path / "results")
+    p.write_text(f"{R.END_MARKER}\n{R.START_MARKER}\n")
+    with pytest.raises(ValueError, match="before"):
+        R.render_readme(p, tmp_path / "results")
+
+
+def test_committed_readme_has_markers():
+    text = (REPO / "README.md").read_text()
+    assert text.count(R.START_MARKER) == 1 and text.count(R.END_MARKER) == 1
+
+
+def test_committed_readme_matches_committed_results():
+    results = REPO / "results"
+    if not R.has_study(results):
+        pytest.skip("results/ holds no study yet (no tables, figures or records); `make reproduce` makes one")
+    assert R.render_readme(REPO / "README.md", results, check=True), \
+        "README.md's results section differs from results/: run `python -m deap_lib readme`"
+
+
+def test_readme_cli_check(tmp_path):
+    from deap_lib.__main__ import main
+
+    readme = _readme(tmp_path)
+    res = tmp_path / "results"
+    assert main(["readme", "--readme", str(readme), "--results", str(res), "--check"]) == 1
+    assert main(["readme", "--readme", str(readme), "--results", str(res)]) == 0
+    assert main(["readme", "--readme", str(readme), "--results", str(res), "--check"]) == 0
+
+
+# ------------------------------------------------------------------------------------------------ main table
+def _per_query(ap, pids):
+    n = len(ap)
+    return {"ap": np.asarray(ap, float), "inp": np.asarray(ap, float), "first_hit": np.zeros(n, int),
+            "valid": np.ones(n, bool), "q_pids": np.asarray(pids, int)}
+
+
+def _fake_run(root, name, method, forms, *, seed=0, per_query=None, extra=None):
+    d = root / name
+    d.mkdir(parents=True)
+    m = {"run": name, "method": method, "preset": "quick", "dataset": "veri", "seed": seed, "config": {},
+         "wall_time_s": 1.0, "forms": forms, **(extra or {})}
+    (d / "metrics.json").write_text(json.dumps(m))
+    for form, pq in (per_query or {}).items():
+        np.savez(d / f"per_query_{form}.npz", **pq)
+    return d
+
+
+def _form(mAP, params, macs, rank1=50.0):
+    return {"mAP": mAP, "mAP_low": mAP - 5, "mAP_high": mAP + 5, "mAP_text": f"{mAP:.1f}", "rank1": rank1,
+            "rank5": 80.0, "rank10": 90.0, "mINP": 10.0, "params": params + 100, "params_no_classifier": params,
+            "macs": macs}
+
+
+def test_main_table_hand_computed(tmp_path):
+    runs = tmp_path / "runs" / "quick"
+    pids = [1, 1, 2, 3]
+    _fake_run(runs, "teacher-s0", "teacher", {"teacher": _form(50.0, 1_000_000, 400_000_000)},
+              per_query={"teacher": _per_query([0.5, 0.7, 0.2, 0.6], pids)})
+    _fake_run(runs, "deap-s0", "deap", {"unpruned": _form(48.0, 1_000_000, 400_000_000),
+                                         "absorbed": _form(49.0, 250_000, 100_000_000)},
+              per_query={"absorbed": _per_query([0.4, 0.9, 0.1, 0.6], pids)})
+    _fake_run(runs, "kd-s0", "kd", {"student": _form(45.0, 1_000_000, 400_000_000)},
+              per_query={"student": _per_query([0.5, 0.7, 0.2, 0.2], pids)})
+    df = Study("quick", runs_dir=tmp_path / "runs", verbose=False).load_runs()
+    assert set(df.loc[df["deployed"], "form"]) == {"teacher", "absorbed", "student"}
+    t = R.main_table(df, n_boot=200)
+    assert list(t["method"]) == ["teacher", "deap", "kd"]
+    deap = t.iloc[1]
+    assert deap["params_reduction_pct"] == pytest.approx(75.0)
+    assert deap["macs_reduction_pct"] == pytest.approx(75.0)
+    assert deap["params_m"] == pytest.approx(0.25) and deap["macs_m"] == pytest.approx(100.0)
+    # point difference of the means of per-query AP, in points: (0.5 - 0.5) / 4 ... by hand
+    assert deap["d_mAP"] == pytest.approx(100 * (np.mean([0.4, 0.9, 0.1, 0.6]) - np.mean([0.5, 0.7, 0.2, 0.6])))
+    assert t.iloc[2]["d_mAP"] == pytest.approx(100 * (0.4 - 0.5))
+    assert deap["d_mAP_low"] <= deap["d_mAP"] <= deap["d_mAP_high"]
+    assert t.iloc[0]["d_mAP"] == 0.0 and t.iloc[0]["run"] == t.iloc[0]["reference"]
+    view = R.format_main_table(t)
+    assert view.iloc[0]["mAP vs teacher (pp) [95% CI]"] == "reference"
+    assert view.iloc[1]["params -%"] == "75.0"
+
+
+def test_main_table_errors(tmp_path):
+    with pytest.raises(KeyError, match="lacks columns"):
+        R.main_table(pd.DataFrame({"run": []}))
+    runs = tmp_path / "runs" / "quick"
+    _fake_run(runs, "kd-s0", "kd", {"student": _form(45.0, 1, 1)})
+    df = Study("quick", runs_dir=tmp_path / "runs", verbose=False).load_runs()
+    with pytest.raises(ValueError, match="no teacher"):
+        R.main_table(df)
+
+
+# ------------------------------------------------------------------------------------------------ study
+def test_make_tag_and_run_dirs(tmp_path):
+    assert make_tag({}) == ""
+    assert make_tag({"prune.target_macs": 0.3}) == "target_macs0.3"
+    assert make_tag({"loss.kl_weight": 0.0, "prune.proximal": True}) == "kl_weight0.0_proximalTrue"
+    long = make_tag({f"loss.k{i}": "x" * 10 for i in range(6)})
+    assert len(long) <= 48 and long != make_tag({f"loss.k{i}": "y" * 10 for i in range(6)})
+    s = Study("quick", runs_dir=tmp_path / "runs", seed=3, verbose=False)
+    assert s.run_dir("deap") == tmp_path / "runs" / "quick" / "deap-s3"
+    assert s.run_dir("deap", 1, {"prune.target_macs": 0.3}).name == "deap-target_macs0.3-s1"
+    assert s.run_dir("np", 0, {"prune.target_macs": 0.3}, tag="budget").name == "np-budget-s0"
+    with pytest.raises(KeyError, match="deap"):
+        s.run_dir("no_such_method")
+    with pytest.raises(KeyError, match="unknown config key"):
+        Study("quick", overrides={"optim.nope": 1})
+
+
+def test_study_config(tmp_path):
+    s = Study("quick", runs_dir="runs", epochs=3, verbose=False)
+    kd = s.config("kd", 2)
+    assert kd.optim.epochs == 3 and kd.seed == 2 and kd.eval_every == 1
+    assert kd.teacher_path == str(Path("runs") / "quick" / "teacher-s2" / "model.pt")
+    assert s.config("np").teacher_path is None
+    assert s.config("deap", 0, {"prune.target_macs": 0.3}).prune.target_macs == 0.3
+    assert Study("cpu", verbose=False).config("deap").eval_every == 5  # 40 epochs -> every 5
+    # data roots: preset's / new folder (generated there) / existing other folder (read as is)
+    assert s.config("teacher").data.synthetic == "tiny"
+    new = Study("quick", data_root=tmp_path / "new", verbose=False).config("teacher").data
+    assert (new.root, new.synthetic) == (str(tmp_path / "new"), "tiny")
+    (tmp_path / "real").mkdir()
+    real = Study("quick", data_root=tmp_path / "real", verbose=False).config("teacher").data
+    assert real.synthetic == ""
+
+
+def test_cli_builds_the_study_config(tmp_path, monkeypatch):
+    """The subprocess command, parsed by the real CLI, yields exactly the config the Study compares with."""
+    import deap_lib.methods as methods
+    from deap_lib.__main__ import main
+    from deap_lib.engine.checkpoint import config_diff
+    from deap_lib.study import _Job
+
+    seen = {}
+
+    def fake_run(cfg, out, **kw):
+        seen["cfg"], seen["out"], seen["kw"] = cfg, out, kw
+        return {"forms": {}}
+
+    monkeypatch.setattr(methods, "run", fake_run)
+    s = Study("quick", data_root=tmp_path / "d", runs_dir=tmp_path / "runs", epochs=2, device="cpu", verbose=False,
+              overrides={"loss.kl_T": 3.0})
+    spec = s.spec("kd_then_np", 1, {"prune.target_macs": 0.25, "prune.proximal": True, "model.input_size": [32, 32]})
+    job = _Job(spec, s.config(spec), s.run_dir(spec))
+    cmd = s._command(job, fresh=False)
+    assert cmd[:3] == [sys.executable, "-m", "deap_lib"] and "--threads" in cmd and "--no-progress" in cmd
+    assert main(cmd[3:]) == 0
+    assert config_diff(seen["cfg"].to_dict(), job.cfg.to_dict()) == {}
+    assert seen["kw"]["resume"] is True and seen["kw"]["summary_csv"] is None
+    assert Path(seen["out"]) == job.run_dir
+
+
+# --- fake training subprocesses: a tiny script writes metrics.json with the study's config
+FAKE = r"""
+import json, sys, time
+t_start = time.time()
+out, cfg_path, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+cfg = json.load(open(cfg_path))
+print("training", out, flush=True)
+time.sleep(0.3)
+if mode == "fail":
+    print("boom: something broke", flush=True)
+    sys.exit(3)
+forms = {"absorbed" if mode == "prune" else "student": {"mAP": 40.0, "mAP_low": 30.0, "mAP_high": 50.0,
+         "mAP_text": "40.0 [30.0, 50.0]", "rank1": 50.0, "rank5": 60.0, "rank10": 70.0, "mINP": 5.0,
+         "params": 1100, "params_no_classifier": 1000, "macs": 2000000}}
+name = out.rstrip("/").split("/")[-1]
+json.dump({"run": name, "method": cfg["method"], "preset": cfg["preset"], "dataset": "veri", "seed": cfg["seed"],
+           "config": cfg, "forms": forms, "teacher_hash": None, "wall_time_s": 0.3, "t": [t_start, time.time()]},
+          open(out + "/metrics.json", "w"))
+"""
+
+
+class FakeStudy(Study):
+    """A Study whose runs are the FAKE script (``fail_methods`` exit non-zero)."""
+
+    fail_methods: tuple = ()
+
+    def _command(self, job, fresh):
+        script = job.run_dir / "fake.py"
+        script.write_text(FAKE)
+        cfg_path = job.run_dir / "cfg.json"
+        cfg_path.write_text(json.dumps(job.cfg.to_dict()))
+        mode = "fail" if job.spec.method in self.fail_methods else ("prune" if job.spec.method == "np" else "ok")
+        return [sys.executable, str(script), str(job.run_dir), str(cfg_path), mode]
+
+    def prepare_data(self):
+        return None
+
+
+def _fake_study(tmp_path, **kw):
+    return FakeStudy("quick", runs_dir=tmp_path / "runs", results_dir=tmp_path / "results", verbose=False,
+                     jobs=2, **kw)
+
+
+def test_run_many_parallel_reuse_and_summary(tmp_path, monkeypatch):
+    s = _fake_study(tmp_path)
+    out = s.run_many([("student", 0, {}), ("np", 0, {"prune.target_macs": 0.3}), ("np", 1, {})])
+    assert [Path(m["run_dir"]).name for m in out] == ["student-s0", "np-target_macs0.3-s0", "np-s1"]
+    spans = [m["t"] for m in out]  # never more than jobs=2 at a time, and two did overlap
+    overlap = [sum(a <= t < b for a, b in spans) for t, _ in spans]
+    assert max(overlap) == 2
+    summary = pd.read_csv(tmp_path / "results" / "summary.csv")
+    assert sorted(zip(summary["run"], summary["form"])) == [("np-s1", "absorbed"), ("np-target_macs0.3-s0", "absorbed"),
+                                                            ("student-s0", "student")]
+    assert summary["params_m"].tolist() == [0.001] * 3 and summary["macs_g"].tolist() == [0.002] * 3
+    assert (s.run_dir("np", 1) / "run.log").read_text().count("training") == 1
+    # a second call reuses everything: no subprocess may start
+    import subprocess
+
+    def no_popen(*a, **k):
+        raise AssertionError("a finished run was re-trained")
+
+    monkeypatch.setattr(subprocess, "Popen", no_popen)
+    again = s.run_many([("student", 0, {}), ("np", 1, {})])
+    assert again[0]["forms"] == out[0]["forms"]
+    assert len(pd.read_csv(tmp_path / "results" / "summary.csv")) == 3  # rows replaced, not duplicated
+    # same folder, other config: a clear error unless forced
+    other = _fake_study(tmp_path, epochs=5)
+    with pytest.raises(FileExistsError, match=r"student-s0.*optim\.epochs: 2 -> 5.*force=True"):
+        other.run_many(["student"])
+
+
+def test_force_and_teacher_change(tmp_path):
+    s = _fake_study(tmp_path)
+    first = s.run_many(["teacher", "kd"])
+    kd_metrics = s.run_dir("kd") / "metrics.json"
+    mtime = kd_metrics.stat().st_mtime
+    # the teacher file changed since kd ran -> kd re-runs, the teacher does not
+    (s.run_dir("teacher") / "model.pt").write_bytes(b"new teacher")
+    teacher_mtime = (s.run_dir("teacher") / "metrics.json").stat().st_mtime
+    s.run_many(["kd"])
+    assert kd_metrics.stat().st_mtime > mtime
+    assert (s.run_dir("teacher") / "metrics.json").stat().st_mtime == teacher_mtime
+    # force=<time>: runs finished before it re-run once, later ones are reused
+    since = time.time() + 0.01
+    time.sleep(0.05)
+    forced = _fake_study(tmp_path, force=since)
+    forced.run_many(["teacher"])
+    t2 = (s.run_dir("teacher") / "metrics.json").stat().st_mtime
+    assert t2 > teacher_mtime
+    forced.run_many(["teacher"])
+    assert (s.run_dir("teacher") / "metrics.json").stat().st_mtime == t2
+    assert first[1]["method"] == "kd"
+
+
+def test_run_failure_reports_log_tail_and_others_finish(tmp_path):
+    s = _fake_study(tmp_path)
+    s.fail_methods = ("np",)
+    with pytest.raises(RunFailed, match=r"(?s)np-s0 \(exit status 3\).*run\.log.*boom: something broke"):
+        s.run_many(["student", "np"])
+    assert (s.run_dir("student") / "metrics.json").is_file()
+    assert not (s.run_dir("np") / "metrics.json").exists()
+    summary = pd.read_csv(tmp_path / "results" / "summary.csv")
+    assert list(summary["run"]) == ["student-s0"]
+
+
+def test_load_runs_train_log_and_norms(tmp_path):
+    runs = tmp_path / "runs" / "quick"
+    d = _fake_run(runs, "kd_then_np-target_macs0.3-s0", "kd_then_np",
+                  {"stage1_student": _form(30.0, 10, 10), "unpruned": _form(31.0, 10, 10),
+                   "absorbed": _form(32.0, 5, 5)})
+    (d / "stage1_kd").mkdir()
+    (d / "stage2_np").mkdir()
+    pd.DataFrame({"epoch": [1, 2], "loss_total": [3.0, 2.0]}).to_csv(d / "stage1_kd" / "train_log.csv", index=False)
+    pd.DataFrame({"epoch": [1, 2, 3], "loss_total": [1.5, 1.0, 0.5]}).to_csv(d / "stage2_np" / "train_log.csv",
+                                                                             index=False)
+    (d / "stage2_np" / "pruner_norms.json").write_text(json.dumps({"1": [1.0, 0.5], "2": [0.9, 1e-4]}))
+    s = Study("quick", runs_dir=tmp_path / "runs", verbose=False)
+    df = s.load_runs()
+    assert len(df) == 3 and set(df["tag"]) == {"target_macs0.3"}
+    assert df.loc[df["deployed"], "form"].tolist() == ["absorbed"]
+    log = s.train_log(d)
+    assert log["global_epoch"].tolist() == [1, 2, 3, 4, 5]
+    assert log["stage"].tolist() == ["stage1_kd"] * 2 + ["stage2_np"] * 3
+    norms = s.pruner_norms(d)
+    assert sorted(norms) == [1, 2] and float((norms[2] < 1e-3).mean()) == 0.5
+    assert deployed_form({"teacher": 1}) == "teacher" and deployed_form({"unpruned": 1, "absorbed": 2}) == "absorbed"
+    rows = summary_rows(json.loads((d / "metrics.json").read_text()))
+    assert [r["form"] for r in rows] == ["unpruned", "absorbed"]
+    assert math.isclose(rows[1]["params_m"], 5e-6)
+
+
+def _append_many(results_dir: str, who: int, n: int) -> None:
+    s = Study("quick", results_dir=results_dir, verbose=False)
+    for i in range(n):
+        s._record_summary({"run": f"r{who}-{i}", "method": "kd", "preset": "quick", "dataset": "veri", "seed": 0,
+                           "forms": {"student": _form(40.0, 1000, 2000)}})
+
+
+def test_concurrent_summary_appends_lose_nothing(tmp_path):
+    """Two processes appending to one summary.csv at once (read-modify-write under the folder lock)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_append_many, args=(str(tmp_path), w, 15)) for w in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    df = pd.read_csv(tmp_path / "summary.csv")
+    assert sorted(df["run"]) == sorted(f"r{w}-{i}" for w in range(2) for i in range(15))
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.csv"]  # no lock or temp files left
