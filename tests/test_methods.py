@@ -48,6 +48,10 @@ def test_registries_list_the_methods_and_presets():
         METHODS.get("deep")
     with pytest.raises(KeyError, match="unknown preset 'gpu'; valid names: cpu, paper, quick"):
         get_preset("gpu")
+    # the teacher is trained longer than the students (else teacher == plain student, same seed)
+    for preset in ("cpu", "quick"):
+        assert get_preset(preset, "teacher").optim.epochs > get_preset(preset, "student").optim.epochs
+    assert get_preset("cpu", "teacher", **{"optim.epochs": 7}).optim.epochs == 7
 
 
 def test_teacher_run_records(teacher_run):
