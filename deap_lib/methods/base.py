@@ -30,6 +30,8 @@ class Method:
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
+        #: position in the run, epoch_index / epochs (0 at the first epoch); the runner keeps it current
+        self.progress = 0.0
         lc = cfg.loss
         self.ce = CrossEntropyLabelSmooth(epsilon=lc.label_smoothing)
         self.triplet = TripletLoss(margin=lc.triplet_margin)
@@ -70,22 +72,31 @@ class DistillMixin:
 
 class LassoMixin:
     """Group lasso on the PCP pruners (METHODS 1.2): lambda1 * sum of pruner-1 column norms + lambda2 * sum
-    of pruner-2 row norms, or (``prune.proximal``) an exact proximal group soft-threshold after each step."""
+    of pruner-2 row norms, or (``prune.proximal``) an exact proximal group soft-threshold after each step.
+
+    ``prune.lasso_warmup_frac`` (our extension; the paper applies lambda from the first iteration) ramps
+    lambda linearly from 0 over that fraction of the run: from a random initialisation a full-strength
+    lasso shrinks every pruner at once before the task has shaped any feature (METHODS 8.1)."""
+
+    def lasso_scale(self) -> float:
+        w = self.cfg.prune.lasso_warmup_frac
+        return 1.0 if w <= 0 else min(1.0, self.progress / w)
 
     def lasso_terms(self, student: ReIDNet) -> Dict[str, Tensor]:
         lc, pc = self.cfg.loss, self.cfg.prune
         if pc.proximal:
             return {}
         l1, l2 = student.group_lasso(eps=lc.lasso_eps)
-        return {"lasso1": lc.lasso1 * l1, "lasso2": lc.lasso2 * l2}
+        k = self.lasso_scale()
+        return {"lasso1": k * lc.lasso1 * l1, "lasso2": k * lc.lasso2 * l2}
 
     def proximal_step(self, student: ReIDNet, lr: float) -> None:
         from ..losses.sparsity import proximal_group_soft_threshold_
 
         if not self.cfg.prune.proximal:
             return
-        lc = self.cfg.loss
+        lc, k = self.cfg.loss, self.lasso_scale()
         with torch.no_grad():
             for block in student.pcp_blocks():
-                proximal_group_soft_threshold_(block.pruner1.weight, "in", lr * lc.lasso1)
-                proximal_group_soft_threshold_(block.pruner2.weight, "out", lr * lc.lasso2)
+                proximal_group_soft_threshold_(block.pruner1.weight, "in", k * lr * lc.lasso1)
+                proximal_group_soft_threshold_(block.pruner2.weight, "out", k * lr * lc.lasso2)

@@ -7,10 +7,10 @@ structurally (conv1 outputs / conv2 inputs, conv2 outputs / conv3 inputs) by the
 absorption code as DEAP, via identity pruners inserted into the trained network.
 """
 from ..pruning import bn_channel_lasso
-from .base import DistillMixin, Method
+from .base import DistillMixin, LassoMixin, Method
 
 
-class KDNPDirect(DistillMixin, Method):
+class KDNPDirect(DistillMixin, LassoMixin, Method):
     name = "kd_np_direct"
     needs_teacher = True
     pcp = None
@@ -23,5 +23,5 @@ class KDNPDirect(DistillMixin, Method):
     def loss_terms(self, student, out_s, out_t, pids):
         lc = self.cfg.loss
         terms = {**self.task_terms(out_s, pids), **self.distill_terms(out_s, out_t)}
-        terms["bn_lasso"] = lc.lasso1 * bn_channel_lasso(student, eps=lc.lasso_eps)
+        terms["bn_lasso"] = self.lasso_scale() * lc.lasso1 * bn_channel_lasso(student, eps=lc.lasso_eps)
         return terms

@@ -176,6 +176,7 @@ def train_stage(method: Method, cfg: RunConfig, student: ReIDNet, teacher: Optio
                                 warmup_start=oc.warmup_start, eta_min=oc.eta_min)
 
     def step(batch, ctx):
+        method.progress = ctx.epoch_index / total
         imgs, pids = batch[0], batch[1]
         out_s = student(imgs)
         out_t = module.teacher_forward(imgs) if method.needs_teacher else None
