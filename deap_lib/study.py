@@ -197,7 +197,7 @@ class Study:
             ov["optim.epochs"] = int(epochs)
         if device is not None:
             ov["device"] = device
-        n_epochs = int(epochs) if epochs is not None else base_cfg.optim.epochs
+        n_epochs = int(epochs) if epochs is not None else get_preset(preset, "student").optim.epochs
         ov["eval_every"] = int(eval_every) if eval_every is not None else max(1, n_epochs // 8)
         ov.update(overrides or {})
         self.overrides = ov

@@ -152,7 +152,7 @@ def test_sample_grid(tiny):
 
 
 def test_difficulty_dial():
-    assert SyntheticConfig() == SyntheticConfig.at_difficulty(0.3)
+    assert SyntheticConfig() == SyntheticConfig.at_difficulty(0.2)
     easy = SyntheticConfig.at_difficulty(0.0)
     assert (easy.clutter, easy.occlusion_prob, easy.colour_cast, easy.rotation_deg, easy.noise_max) == (0, 0, 0, 0, 0)
     assert easy.rear_view_prob == (0.0, 0.0) and easy.view_modes == (1.0, 0.0, 0.0)
@@ -161,3 +161,15 @@ def test_difficulty_dial():
     assert (mid.clutter, mid.rotation_deg, mid.detail_scale, mid.num_train_ids) == (0.4, 4.0, 1.2, 10)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         SyntheticConfig.at_difficulty(1.5)
+
+
+def test_homographies_against_hand_computed_affine_map():
+    from deap_lib.data.synthetic import _homographies
+    import numpy as np
+    square = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], dtype=float)
+    src = square * 2 + [10, 20]  # image points
+    dst = square * 100  # texture points: u = 50 (x - 10), v = 50 (y - 20)
+    h = _homographies(src[None], dst[None])[0]
+    assert np.allclose(h, [50, 0, -500, 0, 50, -1000, 0, 0])
+    degenerate = np.zeros((1, 4, 2))
+    assert np.isnan(_homographies(degenerate, dst[None])).all()

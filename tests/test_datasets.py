@@ -79,13 +79,14 @@ def test_missing_subfolder_is_named(tmp_path):
 
 def test_malformed_names_strict_and_lenient(tmp_path):
     base = make_veri(tmp_path / "veri")
-    touch(base / "image_train", ["car_0001.jpg", "0003_x001_00000001_0.jpg", "0004_c031_00000001_0.jpg"])
+    touch(base / "image_train", ["car_0001.jpg", "0003_x001_00000001_0.jpg", "0004_c031_00000001_0.jpg",
+                                 "-_c001_00000001_0.jpg"])
     with pytest.raises(DatasetFormatError) as e:
         build_dataset("veri", tmp_path)
     msg = str(e.value)
-    assert msg.startswith("3 file name(s)") and "car_0001.jpg" in msg and "camera 31 outside 1..20" in msg
+    assert msg.startswith("4 file name(s)") and "car_0001.jpg" in msg and "camera 31 outside 1..20" in msg
     assert "strict=False" in msg
-    with pytest.warns(UserWarning, match="3 file name"):
+    with pytest.warns(UserWarning, match="4 file name"):
         ds = build_dataset("veri", tmp_path, strict=False)
     assert len(ds.train) == 4
 
@@ -128,7 +129,8 @@ def test_msmt17_official_lists(tmp_path):
         (base / name).write_text("".join(f"{k} {v}\n" for k, v in d.items()))
     ds = build_dataset("msmt17", tmp_path)
     # train = list_train + list_val, sorted by path; pids 0,1,3 -> 0,1,2; camera = 3rd field - 1
-    assert trip(ds.train) == [("0000_000_01_0303morning_0015_0.jpg", 0, 0), ("0000_001_05_0303morning_0020_0.jpg", 0, 4),
+    assert trip(ds.train) == [("0000_000_01_0303morning_0015_0.jpg", 0, 0),
+                              ("0000_001_05_0303morning_0020_0.jpg", 0, 4),
                               ("0001_000_02_0303morning_0030_0.jpg", 1, 1), ("0003_000_15_0303noon_0001_1.jpg", 2, 14)]
     assert trip(ds.query) == [("0000_000_07_0113morning_0001_0.jpg", 0, 6)]
     assert trip(ds.gallery) == [("0000_002_09_0113noon_0002_0.jpg", 0, 8), ("0002_000_03_0113noon_0003_0.jpg", 2, 2)]

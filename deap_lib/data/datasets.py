@@ -106,7 +106,7 @@ def default_data_root() -> Path:
 
 
 def build_dataset(name: str, root=None, *, strict: bool = True, **kw) -> ReIDDataset:
-    """Parse dataset ``name`` (see ``DATASETS.names()``) found at or below ``root`` (default: ``default_data_root()``)."""
+    """Parse dataset ``name`` (see ``DATASETS.names()``) at or below ``root`` (default ``default_data_root()``)."""
     fn = DATASETS.get(name)
     root = Path(root).expanduser() if root is not None else default_data_root()
     if not root.is_dir():
@@ -141,7 +141,8 @@ def find_layout(name: str, root: Path, subdirs: Sequence[str], layouts: Sequence
         detail = f"'{best[1]}' looks like {name} but is missing: " + ", ".join(f"'{m}'" for m in best[2])
     else:
         detail = "searched " + ", ".join(f"'{b}'" for b in bases)
-    raise DatasetNotFoundError(f"{name}: no complete dataset under '{root}': {detail}.\nExpected layout:\n{layout_text}")
+    raise DatasetNotFoundError(f"{name}: no complete dataset under '{root}': {detail}.\n"
+                               f"Expected layout:\n{layout_text}")
 
 
 def _report(problems: List[str], what: str, strict: bool) -> None:
@@ -234,7 +235,7 @@ def veri(root: Path, *, strict: bool = True) -> ReIDDataset:
     """VeRi-776 (release or renamed layout); also reads ``make_synthetic_veri`` output."""
     return _folder_dataset("veri", root, strict=strict, subdirs=("veri", "VeRi", "VeRi-776", "VeRi776"),
                            layouts=(("image_train", "image_query", "image_test"), ("train", "query", "gallery")),
-                           layout_text=VERI_LAYOUT, pattern=r"([-\d]+)_c(\d+)", pid_range=(0, 776),
+                           layout_text=VERI_LAYOUT, pattern=r"(-?\d+)_c(\d+)", pid_range=(0, 776),
                            cam_range=(1, 20))
 
 
@@ -263,7 +264,7 @@ def market1501(root: Path, *, strict: bool = True) -> ReIDDataset:
                            subdirs=("market1501", "Market-1501-v15.09.15", "Market-1501", "Market1501"),
                            layouts=(("bounding_box_train", "query", "bounding_box_test"),
                                     ("train", "query", "gallery")),
-                           layout_text=MARKET_LAYOUT, pattern=r"([-\d]+)_c(\d)", cam_range=(1, 6))
+                           layout_text=MARKET_LAYOUT, pattern=r"(-?\d+)_c(\d)", cam_range=(1, 6))
 
 
 @register_dataset("dukemtmc", layout=DUKE_LAYOUT)
@@ -273,7 +274,7 @@ def dukemtmc(root: Path, *, strict: bool = True) -> ReIDDataset:
                            subdirs=("dukemtmc", "DukeMTMC-reID", "dukemtmc-reid", "DukeMTMC"),
                            layouts=(("bounding_box_train", "query", "bounding_box_test"),
                                     ("train", "query", "gallery")),
-                           layout_text=DUKE_LAYOUT, pattern=r"([-\d]+)_c(\d)", cam_range=(1, 8))
+                           layout_text=DUKE_LAYOUT, pattern=r"(-?\d+)_c(\d)", cam_range=(1, 8))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -343,7 +344,7 @@ def msmt17(root: Path, *, strict: bool = True, use_val: bool = True, cam_base: i
         return ReIDDataset(name, str(base), relabel(train), query, gallery, meta={"layout": "official lists"})
     splits = []
     for sub in lay:
-        items = parse_folder(base / sub, r"([-\d]+)_c(\d+)", dataset=name, strict=strict, cam_base=cam_base)
+        items = parse_folder(base / sub, r"(-?\d+)_c(\d+)", dataset=name, strict=strict, cam_base=cam_base)
         _check_nonempty(items, str(base / sub), name)
         splits.append(items)
     return ReIDDataset(name, str(base), relabel(splits[0]), splits[1], splits[2], meta={"layout": "/".join(lay)})

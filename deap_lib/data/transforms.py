@@ -53,7 +53,8 @@ class TransformConfig:
         if not 0 < self.erase_area[0] <= self.erase_area[1] <= 1:
             raise ValueError(f"TransformConfig.erase_area must satisfy 0 < lo <= hi <= 1, got {self.erase_area}")
         if self.interpolation not in ("bilinear", "bicubic", "nearest"):
-            raise ValueError(f"TransformConfig.interpolation must be bilinear/bicubic/nearest, got {self.interpolation!r}")
+            raise ValueError("TransformConfig.interpolation must be bilinear/bicubic/nearest, "
+                             f"got {self.interpolation!r}")
 
     @classmethod
     def from_any(cls, cfg: Union["TransformConfig", Dict, None]) -> "TransformConfig":
