@@ -240,7 +240,7 @@ def test_study_config(tmp_path):
     assert kd.teacher_path == str(Path("runs") / "quick" / "teacher-s2" / "model.pt")
     assert s.config("np").teacher_path is None
     assert s.config("deap", 0, {"prune.target_macs": 0.3}).prune.target_macs == 0.3
-    assert Study("cpu", verbose=False).config("deap").eval_every == 5  # 40 epochs -> every 5
+    assert Study("cpu", verbose=False).config("deap").eval_every == 3  # 30 epochs -> every 3
     # data roots: preset's / new folder (generated there) / existing other folder (read as is)
     assert s.config("teacher").data.synthetic == "tiny"
     new = Study("quick", data_root=tmp_path / "new", verbose=False).config("teacher").data

@@ -34,11 +34,12 @@ def ensure_synthetic(root: str, name: str, seed: int = 0):
 
 CPU_NOTES = """cpu preset: how the paper's recipe was scaled down (METHODS 8.1) - calibration in progress
 * Architecture: teacher and student share it, as in the paper: ResNet-50 at width 0.25 (bottleneck planes
-  16/32/64/128), last stride 1, ClassBlock head with a 128-d embedding, 64x64 input (stage-3/4 maps 4x4;
-  96 or 128 px would give ARKD more spatial signal at 2-4x the cost).
+  16/32/64/128), last stride 1, ClassBlock head with a 128-d embedding, 128x128 input (stage-3/4 maps 8x8,
+  as METHODS 8.1 recommends for ARKD). Resolution is the strongest lever measured: 15-epoch probes on the
+  default data scored 34.9 % mAP at 64 px and 53.7 % at 128 px.
 * Schedule: warm-up / flat / cosine phases at the paper's fractions (10/90, 40/90) of the run; students
-  40 epochs, the teacher 120 (trained once, cached, to convergence). Batch P8 x K4 = 32: from a random
-  initialisation the number of optimizer steps is the bottleneck (a 40-epoch teacher scored 33.7 % mAP
+  30 epochs, the teacher 60 (trained once, cached, to convergence). Batch P8 x K4 = 32: from a random
+  initialisation the number of optimizer steps is the bottleneck (a 40-epoch 64 px teacher scored 33.7 % mAP
   with P8 x K4 against 24.9 % with P16 x K4 on the same data).
 * Sparsity pressure: the paper's lambda = 0.003 is calibrated to ~35,000 iterations; the cpu run has a few
   thousand, so lambda is raised and the pruner-norm histogram is logged per epoch. The cut uses the paper's
@@ -63,10 +64,10 @@ def paper() -> RunConfig:
 def cpu() -> RunConfig:
     return RunConfig(
         preset="cpu", seed=0, amp=True, notes=CPU_NOTES,
-        model=ModelConfig(arch="resnet50", width=0.25, last_stride=1, input_size=(64, 64), embed_dim=128),
+        model=ModelConfig(arch="resnet50", width=0.25, last_stride=1, input_size=(128, 128), embed_dim=128),
         data=DataConfig(dataset="veri", root="data/synthetic_veri", synthetic="default", num_instances=4, ids_per_batch=8,
                         num_workers=0, pad=5, test_batch_size=128),
-        optim=OptimConfig(epochs=40, lr=0.05),
+        optim=OptimConfig(epochs=30, lr=0.05),
         loss=LossConfig(lasso1=0.05, lasso2=0.05),
         prune=PruneConfig(threshold=1e-3, bn_recalib_batches=20),
         student_init="random",
@@ -93,7 +94,7 @@ for _name, _fn in (("paper", paper), ("cpu", cpu), ("quick", quick)):
 #: convergence (a teacher trained exactly like the plain student, with the same seed, *is* that student);
 #: the paper's teacher script is not released (METHODS 6.1), so its longer schedule is our choice.
 METHOD_DEFAULTS: Dict[str, Dict[str, Dict]] = {
-    "cpu": {"teacher": {"optim.epochs": 120}},
+    "cpu": {"teacher": {"optim.epochs": 60}},
     "quick": {"teacher": {"optim.epochs": 3}},
 }
 
