@@ -9,24 +9,23 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-DEFAULT_SYNTHETIC_ROOT = "data/synthetic_veri"
-
-
-def _ensure_synthetic(root: str, seed: int = 0) -> None:
-    """Generate the embedded synthetic VeRi dataset at ``root`` unless a complete copy is there."""
-    from .data import make_synthetic_veri
-
-    marker = Path(root) / "name_test.txt"
-    if marker.exists():
-        print(f"[data] using existing synthetic dataset at {root}")
-        return
-    t0 = time.time()
-    info = make_synthetic_veri(root, seed=seed)
-    print(f"[data] generated synthetic VeRi-format dataset at {root} in {time.time() - t0:.1f} s: {info}")
+DEFAULT_SYNTHETIC_ROOT = "data/synthetic_veri_easy"  # the cpu preset's dataset
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    _ensure_synthetic(args.root, seed=args.seed)
+    """Generate a preset's embedded synthetic dataset (reused when a complete copy with the same settings
+    is there)."""
+    from .methods import get_preset
+    from .methods.presets import ensure_synthetic
+
+    d = get_preset(args.preset, "teacher").data
+    if not d.synthetic:
+        print(f"error: preset '{args.preset}' reads real data at {d.root}; nothing to generate", file=sys.stderr)
+        return 2
+    root = args.root or d.root
+    t0 = time.time()
+    info = ensure_synthetic(root, d.synthetic, seed=args.seed)
+    print(f"[data] synthetic VeRi-format dataset '{d.synthetic}' at {root} ({time.time() - t0:.1f} s): {info}")
     return 0
 
 
@@ -128,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("data", help="generate the embedded synthetic VeRi-format dataset")
-    d.add_argument("--root", default=DEFAULT_SYNTHETIC_ROOT)
+    d.add_argument("--preset", default="cpu", help="whose synthetic dataset (default: cpu)")
+    d.add_argument("--root", default=None, help="where to write it (default: the preset's data root)")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=cmd_data)
 

@@ -48,6 +48,7 @@ class OptimConfig:
     flat_frac: float = 40 / 90
     warmup_start: float = 0.1
     eta_min: float = 1e-7
+    stage_frac: float = 1.0  # each stage of kd_then_np / np_then_kd runs this x `epochs` (at least 2)
 
 
 @dataclass

@@ -34,6 +34,8 @@ from .methods.runner import SUMMARY_FORMS, append_summary, summary_rows  # noqa:
 
 PathLike = Union[str, "os.PathLike[str]"]
 RUN_LOG = "run.log"
+#: Evaluations during a run (for the mAP-over-epochs curves) when the study does not fix ``eval_every``.
+EVALS_PER_RUN = 5
 _TAG_OK = re.compile(r"[^A-Za-z0-9._]+")
 
 
@@ -116,9 +118,8 @@ def _synthetic_matches(root: Path, name: str) -> bool:
     """Whether ``root`` holds the synthetic set ``name`` exactly as ``ensure_synthetic`` makes it."""
     from dataclasses import asdict
 
-    from .data import SyntheticConfig
     from .data.synthetic import GENERATOR_VERSION
-    from .methods.presets import SYNTHETIC
+    from .methods.presets import synthetic_config
 
     meta = root / "meta.json"
     if not meta.is_file():
@@ -128,7 +129,7 @@ def _synthetic_matches(root: Path, name: str) -> bool:
     except ValueError:
         return False
     want = json.loads(json.dumps(dict(generator_version=GENERATOR_VERSION, seed=0,
-                                      config=asdict(SyntheticConfig(**SYNTHETIC[name])))))
+                                      config=asdict(synthetic_config(name)))))
     return all(json.dumps(have.get(k), sort_keys=True) == json.dumps(v, sort_keys=True) for k, v in want.items())
 
 
@@ -153,8 +154,9 @@ class Study:
     other existing folder is read as it is (real data). ``force``: ``False`` reuses finished runs with the
     same config; ``True`` re-runs runs finished before this Study was made; a float (Unix time) re-runs
     runs finished before that time (``reproduce --force`` passes one so that all notebooks share one fresh
-    teacher). ``eval_every``: evaluate every N epochs during training (``None``: about 8 evaluations per
-    run, for the mAP-over-epochs curves; 0: only at the end).
+    teacher). ``eval_every``: evaluate every N epochs during training (``None``: about
+    :data:`EVALS_PER_RUN` evaluations over each run's own epochs, for the mAP-over-epochs curves; 0: only
+    at the end).
     """
 
     def __init__(self, preset: str = "cpu", data_root: Optional[PathLike] = None, runs_dir: PathLike = "runs",
@@ -197,8 +199,8 @@ class Study:
             ov["optim.epochs"] = int(epochs)
         if device is not None:
             ov["device"] = device
-        n_epochs = int(epochs) if epochs is not None else get_preset(preset, "student").optim.epochs
-        ov["eval_every"] = int(eval_every) if eval_every is not None else max(1, n_epochs // 8)
+        if eval_every is not None:
+            ov["eval_every"] = int(eval_every)
         ov.update(overrides or {})
         self.overrides = ov
         get_preset(preset, "teacher", **ov)  # fail early on a bad study-wide override
@@ -224,8 +226,31 @@ class Study:
 
         METHODS.get(method)  # KeyError listing the methods
         ov = {k: tuple(v) if isinstance(v, list) else v for k, v in (overrides or {}).items()}
+        ov = self._effective(method, ov)
         return RunSpec(method, int(self.seed if seed is None else seed), tuple(sorted(ov.items())),
                        make_tag(ov) if tag is None else tag)
+
+    def _effective(self, method: str, ov: Dict[str, Any]) -> Dict[str, Any]:
+        """``ov`` without the overrides that leave the study's config of ``method`` unchanged, so that
+        ``("deap", 0, {"prune.target_macs": 0.28})`` names the same run as ``"deap"`` when 0.28 is the
+        preset's value (one run, reused, not two identical ones)."""
+        if not ov:
+            return ov
+        import copy
+
+        from .config import apply_overrides
+        from .methods import get_preset
+
+        base = get_preset(self.preset, method, **self.overrides)
+        kept = {}
+        for k, v in ov.items():
+            try:
+                changed = apply_overrides(copy.deepcopy(base), {k: v}).to_dict() != base.to_dict()
+            except (KeyError, ValueError, TypeError):
+                changed = True  # let config() report the bad key with its message
+            if changed:
+                kept[k] = v
+        return kept
 
     def run_dir(self, method_or_spec: Union[str, RunSpec], seed: Optional[int] = None,
                 overrides: Optional[Mapping[str, Any]] = None, tag: Optional[str] = None) -> Path:
@@ -256,10 +281,20 @@ class Study:
 
         if isinstance(spec, str):
             spec = self.spec(spec, seed, overrides)
+        return get_preset(self.preset, spec.method, **self._run_overrides(spec))
+
+    def _run_overrides(self, spec: RunSpec) -> Dict[str, Any]:
+        """Every override a run gets on top of its preset (what its subprocess receives as ``--set``): the
+        study's, the seed, the run's own, its teacher, and, unless the study fixed it, an evaluation
+        cadence giving about :data:`EVALS_PER_RUN` evaluations over the run's own epochs."""
+        from .methods import get_preset
+
         ov = {**self.overrides, "seed": spec.seed, **dict(spec.overrides)}
         if self.needs_teacher(spec.method) and "teacher_path" not in ov:
             ov["teacher_path"] = self.teacher_path(spec.seed)
-        return get_preset(self.preset, spec.method, **ov)
+        if "eval_every" not in ov:
+            ov["eval_every"] = max(1, get_preset(self.preset, spec.method, **ov).optim.epochs // EVALS_PER_RUN)
+        return ov
 
     def prepare_data(self):
         """Generate the preset's synthetic dataset if needed (in this process, before any run starts) and
@@ -324,10 +359,7 @@ class Study:
         spec = job.spec
         cmd = [sys.executable, "-m", "deap_lib", "train", "--method", spec.method, "--preset", self.preset,
                "--out", self._cli_dir(spec), "--threads", str(self.threads), "--no-progress"]
-        ov = {**self.overrides, "seed": spec.seed, **dict(spec.overrides)}
-        if self.needs_teacher(spec.method) and "teacher_path" not in ov:
-            ov["teacher_path"] = job.cfg.teacher_path
-        for k, v in ov.items():
+        for k, v in self._run_overrides(spec).items():
             cmd += ["--set", _set_arg(k, v)]
         cmd.append("--force" if fresh else "--resume")
         return cmd

@@ -153,11 +153,15 @@ R.record(out, "01_teacher", {
 
 # ------------------------------------------------------------------------------------------------ 02
 NOTEBOOKS["02_dilemma"] = ("# 02 - The KD + NP dilemma\n\nKnowledge distillation alone (kd), network pruning "
-                           "alone (np), their naive combinations (kd_then_np, np_then_kd, kd_np_direct) and DEAP, "
-                           "all pruning methods cut to the same MAC budget (`target_macs`, a fraction of the "
-                           "unpruned student's MACs).", [
+                           "alone (np), their naive combinations (kd_np_direct; with `sequential`, by default in "
+                           "the full study, also kd_then_np and np_then_kd) and DEAP, all pruning methods cut to "
+                           "the same MAC budget (`target_macs`, a fraction of the unpruned student's MACs).", [
     code('''
-PRUNING = ["np", "kd_then_np", "np_then_kd", "kd_np_direct", "deap"]
+if sequential is None:  # two more training runs: by default only in the full study (time budget)
+    sequential = full
+PRUNING = ["np"] + (["kd_then_np", "np_then_kd"] if sequential else []) + ["kd_np_direct", "deap"]
+if target_macs is None:  # the preset's own budget (cpu: its target_macs), else 30 %
+    target_macs = study.config("deap").prune.target_macs or 0.3
 specs = [("teacher", seed, {}), ("student", seed, {}), ("kd", seed, {})]
 specs += [(m, seed, {"prune.target_macs": float(target_macs)}) for m in PRUNING]
 ms = study.run_many(specs)
@@ -203,7 +207,9 @@ rec = {m: {k: float(v) for k, v in table.loc[table["method"] == m,
 best_baseline = max(rec[m]["mAP"] for m in PRUNING if m != "deap")
 R.record(out, "02_dilemma", {"target_macs": float(target_macs), "methods": rec,
                              "deap_minus_best_pruning_baseline": rec["deap"]["mAP"] - best_baseline})'''),
-], "target_macs = 0.3     # MAC budget of every pruning method here (fraction of the unpruned student)")
+], "target_macs = None    # MAC budget of every pruning method here (fraction of the unpruned student);\n"
+   "                      # None: the preset's (prune.target_macs), or 0.3 where the preset cuts by threshold\n"
+   "sequential = None     # also kd_then_np and np_then_kd (None: only when full)")
 
 # ------------------------------------------------------------------------------------------------ 03
 NOTEBOOKS["03_deap"] = ("# 03 - DEAP training\n\nDEAP with the preset's own threshold rule: loss terms, the "

@@ -54,6 +54,19 @@ def test_registries_list_the_methods_and_presets():
     assert get_preset("cpu", "teacher", **{"optim.epochs": 7}).optim.epochs == 7
 
 
+def test_synthetic_dataset_names():
+    from deap_lib.data import SyntheticConfig
+    from deap_lib.methods.presets import synthetic_config
+
+    assert synthetic_config("default") == SyntheticConfig() == SyntheticConfig.at_difficulty(0.2)
+    easy = synthetic_config("easy")
+    assert easy == SyntheticConfig.at_difficulty(0.05) and easy != SyntheticConfig()
+    assert synthetic_config("tiny").num_train_ids == 8
+    assert get_preset("cpu").data.synthetic in ("default", "easy")
+    with pytest.raises(KeyError, match="unknown synthetic dataset 'hard'; valid names: default, easy, tiny"):
+        synthetic_config("hard")
+
+
 def test_teacher_run_records(teacher_run):
     out, m = teacher_run
     assert set(m["forms"]) == {"teacher"}
@@ -72,6 +85,8 @@ def test_pruning_methods_record_three_exact_forms(teacher_run, quick_root, metho
     out, _ = teacher_run
     overrides = {"data.root": quick_root, "teacher_path": str(out / "teacher" / "model.pt"),
                  "prune.target_macs": 0.6}
+    if method == "kd_then_np":  # stages of half the schedule: 2 + 2 of 4 epochs
+        overrides.update({"optim.stage_frac": 0.5, "optim.epochs": 4})
     m = run(get_preset("quick", method, **overrides), out / method, summary_csv=out / "summary.csv",
             progress=False)
     assert PRUNING_FORMS <= set(m["forms"])
@@ -86,6 +101,9 @@ def test_pruning_methods_record_three_exact_forms(teacher_run, quick_root, metho
     assert f["absorbed"]["macs"] <= 0.6 * f["unpruned"]["macs"] + 1
     assert f["absorbed"]["params_no_classifier"] < f["unpruned"]["params_no_classifier"]
     assert m["teacher_hash"] and len(m["teacher_hash"]) == 64
+    if method == "kd_then_np":
+        for stage in ("stage1_kd", "stage2_np"):
+            assert pd.read_csv(out / method / stage / "train_log.csv")["epoch"].tolist() == [1, 2]
     pq = np.load(out / method / "per_query_absorbed.npz")
     assert set(pq.files) == {"ap", "inp", "first_hit", "valid", "q_pids"}
     df = pd.read_csv(out / "summary.csv")
@@ -163,3 +181,15 @@ def test_lasso_warmup_ramps_lambda_linearly():
         assert float(t["lasso2"]) == pytest.approx(k * 0.1 * l2, rel=1e-6)
     paper = METHODS.get("deap")(get_preset("paper", "deap"))
     assert paper.lasso_scale() == 1.0  # the paper applies lambda from the first iteration
+
+
+def test_cli_data_generates_the_presets_synthetic_set(tmp_path, capsys):
+    from deap_lib.methods.presets import synthetic_config
+
+    root = tmp_path / "tiny"
+    assert main(["data", "--preset", "quick", "--root", str(root)]) == 0
+    meta = json.loads((root / "meta.json").read_text())
+    assert meta["config"]["num_train_ids"] == synthetic_config("tiny").num_train_ids
+    assert main(["data", "--preset", "quick", "--root", str(root)]) == 0  # complete copy: reused
+    assert main(["data", "--preset", "paper"]) == 2
+    assert "reads real data" in capsys.readouterr().err

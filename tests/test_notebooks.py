@@ -55,7 +55,7 @@ def test_notebooks_match_generator():
 
 
 def test_notebook_parameters_parsed():
-    assert notebook_parameters(notebook_dir() / "02_dilemma.ipynb") == list(PARAMETERS) + ["target_macs"]
+    assert notebook_parameters(notebook_dir() / "02_dilemma.ipynb") == list(PARAMETERS) + ["target_macs", "sequential"]
 
 
 def test_kernel_is_this_interpreter():
@@ -99,7 +99,7 @@ def study(tmp_path_factory):
     readme.write_text(f"# t\n\n{R.START_MARKER}\n{R.END_MARKER}\n")
     kw = dict(preset="quick", data_root=str(root / "data"), out=str(root / "results"), runs_dir=str(root / "runs"),
               epochs=EPOCHS, jobs=2, readme=readme, cwd=REPO, log=lambda m: None,
-              parameters={"target_macs": TARGET_MACS, "latency_rounds": 2})
+              parameters={"target_macs": TARGET_MACS, "latency_rounds": 2, "sequential": True})
     t0 = time.time()
     report = reproduce(**kw)
     seconds = time.time() - t0

@@ -227,6 +227,9 @@ def test_make_tag_and_run_dirs(tmp_path):
     assert s.run_dir("deap") == tmp_path / "runs" / "quick" / "deap-s3"
     assert s.run_dir("deap", 1, {"prune.target_macs": 0.3}).name == "deap-target_macs0.3-s1"
     assert s.run_dir("np", 0, {"prune.target_macs": 0.3}, tag="budget").name == "np-budget-s0"
+    # overrides that leave the config as the preset makes it name the same run (reused, not duplicated)
+    assert s.run_dir("deap", 3, {"prune.target_macs": None, "optim.lr": 0.05}).name == "deap-s3"
+    assert s.spec("deap", 3, {"optim.lr": 0.05, "optim.momentum": 0.5}).overrides == (("optim.momentum", 0.5),)
     with pytest.raises(KeyError, match="deap"):
         s.run_dir("no_such_method")
     with pytest.raises(KeyError, match="unknown config key"):
@@ -240,7 +243,9 @@ def test_study_config(tmp_path):
     assert kd.teacher_path == str(Path("runs") / "quick" / "teacher-s2" / "model.pt")
     assert s.config("np").teacher_path is None
     assert s.config("deap", 0, {"prune.target_macs": 0.3}).prune.target_macs == 0.3
-    assert Study("cpu", verbose=False).config("deap").eval_every == 3  # 30 epochs -> every 3
+    cpu = Study("cpu", verbose=False)
+    assert cpu.config("deap").eval_every == max(1, cpu.config("deap").optim.epochs // 5)  # ~5 evaluations per run
+    assert cpu.config("teacher").eval_every == cpu.config("teacher").optim.epochs // 5  # its own epochs
     # data roots: preset's / new folder (generated there) / existing other folder (read as is)
     assert s.config("teacher").data.synthetic == "tiny"
     new = Study("quick", data_root=tmp_path / "new", verbose=False).config("teacher").data

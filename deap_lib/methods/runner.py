@@ -309,9 +309,15 @@ def run(cfg: RunConfig, out_dir: Union[str, Path], *, resume: bool = False, forc
     histories: Dict[str, List[dict]] = {}
 
     if issubclass(method_cls, Sequential):
-        first, second = (METHODS.get(n)(cfg) for n in method_cls.stages)
+        scfg = cfg  # each stage runs round(stage_frac x epochs) epochs (>= 2) with the full schedule shape
+        if cfg.optim.stage_frac != 1.0:
+            if not 0.0 < cfg.optim.stage_frac <= 1.0:
+                raise ValueError(f"optim.stage_frac must be in (0, 1], got {cfg.optim.stage_frac}")
+            scfg = copy.deepcopy(cfg)
+            scfg.optim.epochs = max(2, int(round(cfg.optim.epochs * cfg.optim.stage_frac)))
+        first, second = (METHODS.get(n)(scfg) for n in method_cls.stages)
         s1 = build_student(cfg, num_classes, first.pcp)
-        s1, histories["stage1"] = train_stage(first, cfg, s1, teacher, data, out_dir / f"stage1_{first.name}",
+        s1, histories["stage1"] = train_stage(first, scfg, s1, teacher, data, out_dir / f"stage1_{first.name}",
                                               resume=resume, progress=progress, device=device,
                                               teacher_path=cfg.teacher_path, force=force)
         if first.prunes:  # np_then_kd: cut + re-calibrate, then distil the compact student
@@ -325,7 +331,7 @@ def run(cfg: RunConfig, out_dir: Union[str, Path], *, resume: bool = False, forc
         else:  # kd_then_np: identity pruners into the distilled student
             rec.add("stage1_student", s1)
             s2 = plain_to_pcp(s1).train()
-        s2, histories["stage2"] = train_stage(second, cfg, s2, teacher, data, out_dir / f"stage2_{second.name}",
+        s2, histories["stage2"] = train_stage(second, scfg, s2, teacher, data, out_dir / f"stage2_{second.name}",
                                               resume=resume, progress=progress, device=device,
                                               teacher_path=cfg.teacher_path, force=force)
         extra.update(finish_pruning(cfg, s2, data, rec, unpruned=s1 if first.prunes else None))

@@ -6,8 +6,10 @@
 * ``np_then_kd``: prune a student with ``np``, cut and re-calibrate it, then distil the compact student
   (``kd``, PCP kept, no lasso) - KD gets a student whose capacity was already removed.
 
-Each stage runs the preset's full schedule, so these baselines get twice DEAP's training budget: any
-advantage DEAP shows is not a matter of more training.
+Each stage runs ``optim.stage_frac`` x ``optim.epochs`` epochs with the whole warm-up / flat / cosine
+schedule shape. The default (1.0) gives each stage the preset's whole schedule, so these baselines get
+twice DEAP's training budget and any advantage DEAP shows is not a matter of more training; the cpu
+preset halves the stages to fit its time budget, so there every method trains for the same epochs.
 """
 from typing import Tuple
 
