@@ -66,6 +66,7 @@ class LossConfig:
     lasso1: float = 0.003  # pruner 1 (column norms)
     lasso2: float = 0.003  # pruner 2 (row norms)
     lasso_eps: float = 1e-12
+    lasso_scale_invariant: bool = False  # each pruner's group-norm sum / its Frobenius norm (ours; paper: False)
 
 
 @dataclass
@@ -74,6 +75,9 @@ class PruneConfig:
     relative: bool = False  # threshold relative to each pruner's largest norm (our extension)
     min_channels: int = 1
     target_macs: Optional[float] = None  # fraction of the unpruned MACs to keep (global threshold search)
+    allocation: str = "global"  # with target_macs: "global" threshold or "uniform" share of every pruner
+    schedule: str = "end"  # "end": cut once after training (paper); "gradual": reach target_macs during training
+    gradual_end_frac: float = 0.6  # gradual: the budget is reached after this fraction of the run
     bn_recalib_batches: int = 20  # recompute BN statistics after the cut, before absorbing (METHODS 8.1)
     proximal: bool = False  # proximal group soft-thresholding update instead of the plain subgradient
     lasso_warmup_frac: float = 0.0  # lambda ramps linearly from 0 over this fraction of the run (paper: 0)

@@ -138,6 +138,39 @@ for ax in axes:
     ax.legend(fontsize=7)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 R.save_figure(fig, out, "01_2_training_curves", caption="Teacher and student: loss terms and mAP over epochs")'''),
+    md("Is the teacher trained to convergence? With `convergence` (by default in the full study) a second "
+       "teacher is trained with twice the epochs on the same data and seed; the paired bootstrap over query "
+       "identities says whether the longer schedule is better."),
+    code('''
+conv = {}
+if convergence is None:
+    convergence = full
+if convergence:
+    from deap_lib.evaluation import paired_bootstrap
+
+    epochs_t = study.config("teacher").optim.epochs
+    longer = study.run("teacher", seed, tag="x2", overrides={"optim.epochs": 2 * epochs_t})
+    pq = [dict(np.load(Path(m["run_dir"]) / "per_query_teacher.npz")) for m in (longer, teacher)]
+    d = paired_bootstrap(*pq)["mAP"]
+    conv = {"epochs": epochs_t, "epochs_long": 2 * epochs_t, "mAP": teacher["forms"]["teacher"]["mAP"],
+            "mAP_long": longer["forms"]["teacher"]["mAP"], "d_mAP": 100 * d["diff"], "d_mAP_low": 100 * d["low"],
+            "d_mAP_high": 100 * d["high"]}
+    ctab = pd.DataFrame([conv])
+    R.save_table(ctab, out, "01_3_teacher_convergence",
+                 caption="Teacher trained with twice the epochs: mAP difference (long - default) with its paired "
+                         "95 % bootstrap interval")
+    log_long = study.train_log(longer["run_dir"])
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for name, log in (("teacher", logs["teacher"]), ("teacher x2 epochs", log_long)):
+        ok = log["eval_mAP"].notna()
+        ax.plot(log.loc[ok, "global_epoch"], log.loc[ok, "eval_mAP"], marker="o", label=name)
+    ax.set(xlabel="epoch", ylabel="mAP (%)", title="teacher: default vs doubled schedule")
+    ax.legend()
+    R.save_figure(fig, out, "01_4_teacher_convergence", caption="mAP over epochs of the teacher and of a teacher "
+                  "trained twice as long")
+    display(ctab)
+else:
+    print("convergence=False: the doubled-schedule teacher is trained only in the full study")'''),
     code('''
 tf, sf = teacher["forms"]["teacher"], student["forms"]["student"]
 R.record(out, "01_teacher", {
@@ -147,9 +180,9 @@ R.record(out, "01_teacher", {
     "epochs": int(logs["teacher"]["epoch"].max()),
     "eval_points": int(logs["teacher"]["eval_mAP"].notna().sum()) if "eval_mAP" in logs["teacher"] else 0,
     "final_loss_teacher": float(logs["teacher"]["loss_total"].iloc[-1]),
-    "teacher_run": teacher["run_dir"],
+    "teacher_run": teacher["run_dir"], "convergence": conv,
 })'''),
-], "")
+], "convergence = None   # also train a teacher with twice the epochs (None: only when full)")
 
 # ------------------------------------------------------------------------------------------------ 02
 NOTEBOOKS["02_dilemma"] = ("# 02 - The KD + NP dilemma\n\nKnowledge distillation alone (kd), network pruning "

@@ -110,6 +110,24 @@ def test_pruning_methods_record_three_exact_forms(teacher_run, quick_root, metho
     assert m["run"].endswith("/" + method) and set(df[df.run == m["run"]].form) == PRUNING_FORMS
 
 
+@pytest.mark.parametrize("method", ["deap", "kd_np_direct"])
+def test_gradual_pruning_reaches_the_budget_during_training(teacher_run, quick_root, method):
+    out, _ = teacher_run
+    cfg = get_preset("quick", method, **{"data.root": quick_root, "teacher_path": str(out / "teacher" / "model.pt"),
+                                         "optim.epochs": 3, "prune.target_macs": 0.6, "prune.schedule": "gradual",
+                                         "prune.allocation": "uniform", "prune.gradual_end_frac": 0.5})
+    m = run(cfg, out / f"gradual_{method}", progress=False)
+    f = m["forms"]
+    # the budget was reached by the zeroed groups during training: the final cut changes nothing
+    assert f["pruned_no_recalib"]["mAP"] == f["unpruned"]["mAP"]
+    assert f["absorbed"]["macs"] <= 0.6 * f["unpruned"]["macs"] + 1
+    log = pd.read_csv(out / f"gradual_{method}" / "train_log.csv")
+    assert log["prune_macs_frac"].is_monotonic_decreasing and log["prune_macs_frac"].iloc[-1] <= 0.6
+    assert m["prune_rule"]["allocation"] == "uniform"
+    with pytest.raises(ValueError, match="needs prune.target_macs"):
+        run(cfg.copy(**{"prune.target_macs": None}), out / f"gradual_{method}_bad", progress=False)
+
+
 def test_finished_run_is_reused_and_a_different_config_refused(teacher_run, quick_root):
     out, m = teacher_run
     cfg = get_preset("quick", "teacher", **{"data.root": quick_root})

@@ -204,6 +204,26 @@ def test_group_lasso_identity_init_counts_channels():
     assert t1.item() == 0.0 and t2.item() == 0.0
 
 
+def test_scale_invariant_group_lasso_hand_computed_and_invariant():
+    model = build_model("resnet50", 3, width=W, pcp="deap")
+    # identity pruners: each pruner's ratio is planes / sqrt(planes) = sqrt(planes)
+    l1, l2 = model.group_lasso(eps=0.0, scale_invariant=True)
+    want = 3 * 8 ** 0.5 + 4 * 16 ** 0.5 + 6 * 32 ** 0.5 + 3 * 64 ** 0.5
+    assert l1.item() == pytest.approx(want) and l2.item() == pytest.approx(want)
+    with torch.no_grad():
+        blk = model.backbone.stage1[0]
+        blk.pruner1.weight.zero_()
+        blk.pruner1.weight[0, 0], blk.pruner1.weight[1, 0], blk.pruner1.weight[2, 1] = 3.0, 4.0, 12.0
+    # columns 5 and 12, Frobenius 13: ratio 17 / 13 for this pruner
+    m1, _ = model.group_lasso(eps=0.0, scale_invariant=True)
+    assert m1.item() == pytest.approx(want - 8 ** 0.5 + 17 / 13)
+    with torch.no_grad():  # scaling a pruner changes the plain sum, not the ratio
+        blk.pruner1.weight.mul_(0.01)
+    s1, _ = model.group_lasso(eps=0.0, scale_invariant=True)
+    p1, _ = model.group_lasso(eps=0.0)
+    assert s1.item() == pytest.approx(m1.item()) and p1.item() == pytest.approx(472 - 8 + 0.17)
+
+
 def test_group_lasso_hand_computed():
     model = build_model("resnet50", 3, width=W, pcp="deap")
     with torch.no_grad():

@@ -56,6 +56,7 @@ def test_notebooks_match_generator():
 
 def test_notebook_parameters_parsed():
     assert notebook_parameters(notebook_dir() / "02_dilemma.ipynb") == list(PARAMETERS) + ["target_macs", "sequential"]
+    assert notebook_parameters(notebook_dir() / "01_teacher.ipynb") == list(PARAMETERS) + ["convergence"]
 
 
 def test_kernel_is_this_interpreter():
@@ -99,7 +100,8 @@ def study(tmp_path_factory):
     readme.write_text(f"# t\n\n{R.START_MARKER}\n{R.END_MARKER}\n")
     kw = dict(preset="quick", data_root=str(root / "data"), out=str(root / "results"), runs_dir=str(root / "runs"),
               epochs=EPOCHS, jobs=2, readme=readme, cwd=REPO, log=lambda m: None,
-              parameters={"target_macs": TARGET_MACS, "latency_rounds": 2, "sequential": True})
+              parameters={"target_macs": TARGET_MACS, "latency_rounds": 2, "sequential": True,
+                          "convergence": True})
     t0 = time.time()
     report = reproduce(**kw)
     seconds = time.time() - t0
@@ -155,6 +157,11 @@ def test_01_teacher(study):
     assert r["epochs"] == EPOCHS and r["eval_points"] == EPOCHS  # eval_mAP logged every epoch
     assert math.isfinite(r["final_loss_teacher"]) and r["final_loss_teacher"] > 0
     assert (Path(r["teacher_run"]) / "model.pt").is_file()
+    c = r["convergence"]  # the doubled-schedule teacher, compared on the same queries
+    assert c["epochs_long"] == 2 * c["epochs"] == 2 * EPOCHS and _pct(c["mAP_long"])
+    assert c["d_mAP_low"] - 1e-9 <= c["d_mAP"] <= c["d_mAP_high"] + 1e-9
+    assert abs(c["d_mAP"] - (c["mAP_long"] - c["mAP"])) < 1e-6  # the paired point estimate is the difference
+    assert (study["runs"] / "quick" / "teacher-x2-s0" / "model.pt").is_file()
 
 
 def test_02_dilemma(study):

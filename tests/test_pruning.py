@@ -8,8 +8,10 @@ from torch import nn
 from deap_lib.absorb import to_deploy
 from deap_lib.complexity import profile
 from deap_lib.models import build_model
-from deap_lib.pruning import (ZERO_THRESHOLD, apply_masks, bn_channel_lasso, bn_scores, keep_masks, plain_to_pcp,
-                              pruner_scores, recalibrate_bn, select_and_prune, threshold_for_macs)
+from deap_lib.absorb import prune
+from deap_lib.pruning import (ZERO_THRESHOLD, GradualPruning, apply_masks, bn_channel_lasso, bn_scores,
+                              fraction_for_macs, keep_masks, plain_to_pcp, pruner_scores, recalibrate_bn,
+                              select_and_prune, threshold_for_macs, top_fraction_masks, zero_groups_)
 
 SIZE = (3, 32, 32)
 
@@ -86,6 +88,28 @@ def test_threshold_for_macs_meets_the_budget_with_the_smallest_cut():
     assert profile(to_deploy(pruned2), SIZE)["macs"] / full > 0.5
 
 
+def test_target_macs_with_relative_scores_ranks_within_each_pruner():
+    torch.manual_seed(0)
+    model = build_model("resnet50", 5, width=0.0625, pcp="deap", embed_dim=8)
+    with torch.no_grad():  # one pruner scaled down 1000x: absolute ranking would cut it whole
+        for b in model.pcp_blocks():
+            b.pruner1.weight.mul_(torch.rand(1, b.pruner1.weight.shape[1], 1, 1) + 0.01)
+            b.pruner2.weight.mul_(torch.rand(b.pruner2.weight.shape[0], 1, 1, 1) + 0.01)
+        small = list(model.pcp_blocks())[0]
+        small.pruner1.weight.mul_(1e-3)
+    scores = pruner_scores(model)
+    pruned_abs, absolute = select_and_prune(model, scores, threshold=0.0, target_macs=0.7, input_size=SIZE)
+    pruned, rel = select_and_prune(model, scores, threshold=0.0, relative=True, target_macs=0.7, input_size=SIZE)
+    assert rel["relative"] == 1.0 and rel["achieved_macs_fraction"] <= 0.7
+    # the same rule by hand: normalise each pruner's norms by its largest, then one global threshold
+    normed = [tuple(s / s.max() for s in pair) for pair in scores]
+    thr, frac = threshold_for_macs(model, normed, 0.7, SIZE)
+    assert rel["threshold"] == thr and rel["achieved_macs_fraction"] == frac
+    kept_small = pruned.backbone.stage1[0].pruner1.weight.shape[1]
+    assert kept_small == int((normed[0][0] >= thr).sum()) > 1
+    assert pruned_abs.backbone.stage1[0].pruner1.weight.shape[1] == 1  # absolute: cut to min_channels
+
+
 def test_recalibrate_bn_gives_the_exact_batch_statistics():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
@@ -117,3 +141,91 @@ def test_bn_channel_lasso_hand_value_and_scores():
     assert math.isclose(float(bn_channel_lasso(model, eps=0.0).detach()), expected, rel_tol=1e-6)
     s1, s3 = bn_scores(model)[0]
     assert torch.allclose(s1, torch.full_like(s1, 5.0)) and len(bn_scores(model)) == len(list(model.named_blocks()))
+
+
+# ----------------------------------------------------------------------------------------------- uniform / gradual
+def _random_pcp(seed=0):
+    torch.manual_seed(seed)
+    model = build_model("resnet50", 5, width=0.0625, pcp="deap", embed_dim=8)
+    with torch.no_grad():
+        for b in model.pcp_blocks():
+            b.pruner1.weight.mul_(torch.rand(1, b.pruner1.weight.shape[1], 1, 1) + 0.01)
+            b.pruner2.weight.mul_(torch.rand(b.pruner2.weight.shape[0], 1, 1, 1) + 0.01)
+    return model
+
+
+def test_top_fraction_masks_hand_computed():
+    s = torch.tensor([3.0, 1.0, 2.0, 0.5])
+    (m, m2), = top_fraction_masks([(s, s.flip(0))], 0.5)
+    assert m.tolist() == [True, False, True, False] and m2.tolist() == [False, True, False, True]
+    (m, _), = top_fraction_masks([(s, s)], 0.3)  # ceil(0.3 * 4) = 2
+    assert m.tolist() == [True, False, True, False]
+    (m, _), = top_fraction_masks([(s, s)], 0.1, min_channels=1)  # ceil(0.4) = 1
+    assert m.tolist() == [True, False, False, False]
+    with pytest.raises(ValueError, match="keep fraction"):
+        top_fraction_masks([(s, s)], 0.0)
+
+
+def test_fraction_for_macs_meets_the_budget_with_the_largest_share():
+    model = _random_pcp()
+    scores = pruner_scores(model)
+    full = profile(to_deploy(model), SIZE)["macs"]
+    keep, frac = fraction_for_macs(model, scores, 0.4, SIZE)
+    pruned, rule = select_and_prune(model, scores, threshold=0.0, target_macs=0.4, input_size=SIZE,
+                                    allocation="uniform")
+    got = profile(to_deploy(pruned), SIZE)["macs"] / full
+    assert got <= 0.4 and math.isclose(got, frac, rel_tol=1e-9) and rule["keep_fraction"] == keep
+    # every pruner keeps ceil(keep * n) of its largest norms
+    for b, (s1, s3) in zip(pruned.pcp_blocks(), scores):
+        assert b.pruner1.weight.shape[1] == math.ceil(keep * s1.numel() - 1e-9)
+    # the next larger share would exceed the budget
+    sizes = {s.numel() for p in scores for s in p}
+    bigger = min(k / n for n in sizes for k in range(1, n + 1) if k / n > keep)
+    masks = top_fraction_masks(scores, bigger)
+    over = profile(to_deploy(prune(apply_masks(model, masks), threshold=ZERO_THRESHOLD)), SIZE)["macs"] / full
+    assert over > 0.4
+    with pytest.raises(ValueError, match="unknown allocation 'even'"):
+        select_and_prune(model, scores, threshold=0.0, target_macs=0.4, input_size=SIZE, allocation="even")
+
+
+def test_gradual_pruning_schedule_masks_and_resume():
+    model = _random_pcp(1)
+    g = GradualPruning(model, target_macs=0.5, total_epochs=10, end_frac=0.6, input_size=SIZE)
+    assert g.macs_fraction_at(0) == 1.0 and g.macs_fraction_at(6) == pytest.approx(0.5)
+    assert g.macs_fraction_at(10) == pytest.approx(0.5)
+    assert g.macs_fraction_at(3) == pytest.approx(0.5 + 0.5 * 0.5 ** 3)  # cubic, hand-computed
+    prev = 1.0
+    for e in range(1, 11):
+        info = g.update(e)
+        assert info["prune_macs_frac"] <= g.macs_fraction_at(e) + 1e-12 and info["prune_macs_frac"] <= prev + 1e-12
+        prev = info["prune_macs_frac"]
+    assert prev <= 0.5  # (this tiny net's floor, stem and shortcuts, is ~35 % of its MACs)
+    dropped = [(~m1, ~m3) for m1, m3 in g.masks]
+    with torch.no_grad():  # an optimizer step would move the dropped groups; apply_ re-zeroes them
+        for b in model.pcp_blocks():
+            b.pruner1.weight.add_(0.1)
+            b.pruner2.weight.add_(0.1)
+    g.apply_()
+    for b, (d1, d3) in zip(model.pcp_blocks(), dropped):
+        assert b.pruner1.weight[:, d1].abs().max() == 0 and b.pruner2.weight[d3].abs().max() == 0
+    again = GradualPruning(model, target_macs=0.5, total_epochs=10, input_size=SIZE)  # resumed run
+    assert all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(again.masks, g.masks))
+    # the final cut removes only zero groups: the pruned model computes what the masked one does
+    x = torch.randn(2, *SIZE)
+    pruned, _ = select_and_prune(model, pruner_scores(model), threshold=0.0, target_macs=0.5, input_size=SIZE,
+                                 allocation="uniform")
+    torch.testing.assert_close(pruned.eval()(x), model.eval()(x))
+    with pytest.raises(ValueError, match="target_macs"):
+        GradualPruning(model, target_macs=0.0, total_epochs=10, input_size=SIZE)
+
+
+def test_zero_groups_on_a_plain_model_equals_cutting_those_channels():
+    plain = _randomise(build_model("resnet50", 5, width=0.0625, embed_dim=8)).eval()
+    masks = [(torch.arange(m1.numel()) % 3 != 0, torch.arange(m3.numel()) % 2 == 0) for m1, m3 in bn_scores(plain)]
+    zero_groups_(plain, masks)
+    for (_, blk), (m1, m3) in zip(plain.named_blocks(), masks):
+        assert blk.conv1.bn.weight[~m1].abs().max() == 0 and blk.conv2.bn.bias[~m3].abs().max() == 0
+    cut, _ = select_and_prune(plain_to_pcp(plain), bn_scores(plain), threshold=ZERO_THRESHOLD)
+    assert [w for w in cut.block_widths()][0][0] == int(masks[0][0].sum())
+    x = torch.randn(2, *SIZE)
+    torch.testing.assert_close(cut.eval()(x), plain(x))

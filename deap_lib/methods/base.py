@@ -86,7 +86,7 @@ class LassoMixin:
         lc, pc = self.cfg.loss, self.cfg.prune
         if pc.proximal:
             return {}
-        l1, l2 = student.group_lasso(eps=lc.lasso_eps)
+        l1, l2 = student.group_lasso(eps=lc.lasso_eps, scale_invariant=lc.lasso_scale_invariant)
         k = self.lasso_scale()
         return {"lasso1": k * lc.lasso1 * l1, "lasso2": k * lc.lasso2 * l2}
 

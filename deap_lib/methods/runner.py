@@ -33,7 +33,7 @@ from ..engine.seeding import seed_everything
 from ..export import load_compact, save_compact
 from ..inference import evaluate_model, per_query_arrays
 from ..models import ReIDNet, build_model, load_pretrained
-from ..pruning import bn_scores, plain_to_pcp, pruner_scores, recalibrate_bn, select_and_prune
+from ..pruning import GradualPruning, bn_scores, plain_to_pcp, pruner_scores, recalibrate_bn, select_and_prune
 from . import METHODS
 from .base import Method
 from .sequential import Sequential
@@ -182,8 +182,20 @@ def train_stage(method: Method, cfg: RunConfig, student: ReIDNet, teacher: Optio
         out_t = module.teacher_forward(imgs) if method.needs_teacher else None
         return method.loss_terms(student, out_s, out_t, pids)
 
+    gradual = None
+    if method.prunes and cfg.prune.schedule == "gradual":
+        if cfg.prune.target_macs is None:
+            raise ValueError("prune.schedule='gradual' needs prune.target_macs (the MACs budget to reach)")
+        gradual = GradualPruning(student, target_macs=cfg.prune.target_macs, total_epochs=total,
+                                 end_frac=cfg.prune.gradual_end_frac, input_size=(3, *cfg.model.input_size),
+                                 allocation=cfg.prune.allocation, min_channels=cfg.prune.min_channels)
+    elif cfg.prune.schedule not in ("end", "gradual"):
+        raise ValueError(f"unknown prune.schedule '{cfg.prune.schedule}'; valid: end, gradual")
+
     def post_step(ctx):
         method.post_step(student, float(optimizer.param_groups[0]["lr"]))
+        if gradual is not None:
+            gradual.apply_()
 
     norms_path = out_dir / "pruner_norms.json"
     norms_log: Dict[str, List[float]] = {}
@@ -198,6 +210,8 @@ def train_stage(method: Method, cfg: RunConfig, student: ReIDNet, teacher: Optio
         return stats
 
     hooks = [log_pruners] if student.config.get("pcp") else []
+    if gradual is not None:
+        hooks.insert(0, lambda trainer, epoch, row: gradual.update(epoch))
     if cfg.eval_every:
         def periodic_eval(trainer, epoch, row):
             if epoch % cfg.eval_every and epoch != total:
@@ -261,7 +275,7 @@ def finish_pruning(cfg: RunConfig, student: ReIDNet, data: Data, rec: Recorder, 
             scores = pruner_scores(pcp_student)
         pruned, rule = select_and_prune(pcp_student, scores, threshold=pc.threshold, relative=pc.relative,
                                         min_channels=pc.min_channels, target_macs=pc.target_macs,
-                                        input_size=rec.input_size)
+                                        input_size=rec.input_size, allocation=pc.allocation)
         if pc.bn_recalib_batches:
             rec.add("pruned_no_recalib", pruned)
             n = recalibrate_bn(pruned, data.recalib_batches(pc.bn_recalib_batches), rec.device)
@@ -323,7 +337,8 @@ def run(cfg: RunConfig, out_dir: Union[str, Path], *, resume: bool = False, forc
         if first.prunes:  # np_then_kd: cut + re-calibrate, then distil the compact student
             pruned, rule = select_and_prune(s1, pruner_scores(s1), threshold=cfg.prune.threshold,
                                             relative=cfg.prune.relative, min_channels=cfg.prune.min_channels,
-                                            target_macs=cfg.prune.target_macs, input_size=rec.input_size)
+                                            target_macs=cfg.prune.target_macs, input_size=rec.input_size,
+                                            allocation=cfg.prune.allocation)
             recalibrate_bn(pruned, data.recalib_batches(cfg.prune.bn_recalib_batches), device)
             rec.add("stage1_pruned", pruned)
             extra["stage1_prune_rule"] = rule

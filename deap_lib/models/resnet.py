@@ -157,19 +157,31 @@ class ReIDNet(nn.Module):
         return [tuple(b.widths) for _, b in self.backbone.named_blocks()]
 
     # ---------------------------------------------------------------- sparsity
-    def group_lasso(self, eps: float = 1e-12) -> Tuple[Tensor, Tensor]:
+    def group_lasso(self, eps: float = 1e-12, scale_invariant: bool = False) -> Tuple[Tensor, Tensor]:
         """``(lasso1, lasso2)``: sum over blocks of pruner-1 column norms, and of pruner-2 (or CDD compactor /
         basic-block pruner) row norms; each norm is ``sqrt(sum w^2 + eps)`` in fp32. ``eps`` (ours, METHODS 8)
-        keeps the gradient finite at an exactly zero group. Zeros when the model has no pruners."""
+        keeps the gradient finite at an exactly zero group. Zeros when the model has no pruners.
+
+        ``scale_invariant`` (ours, not the paper's): each pruner's sum of group norms is divided by the
+        pruner's Frobenius norm, ``sum_c ||W[:, c]|| / ||W||_F``. Every pruner feeds a BatchNorm, so the
+        network is invariant to a pruner's scale; the plain sum then mostly shrinks whole pruners (which
+        inflates their effective learning rate), while the ratio is unchanged by scale and only rewards
+        concentrating a pruner's weight on fewer groups."""
         ref = next(self.parameters())
         lasso1 = torch.zeros((), device=ref.device, dtype=torch.float32)
         lasso2 = torch.zeros((), device=ref.device, dtype=torch.float32)
+
+        def term(w: Tensor, dims) -> Tensor:
+            w = w.float()
+            t = (w.pow(2).sum(dim=dims) + eps).sqrt().sum()
+            return t / (w.pow(2).sum() + eps).sqrt() if scale_invariant else t
+
         for block in self.pcp_blocks():
             if block.pruner1 is not None:
-                lasso1 = lasso1 + (block.pruner1.weight.float().pow(2).sum(dim=(0, 2, 3)) + eps).sqrt().sum()
+                lasso1 = lasso1 + term(block.pruner1.weight, (0, 2, 3))
             for p in (block.pruner2, block.compactor):
                 if p is not None:
-                    lasso2 = lasso2 + (p.weight.float().pow(2).sum(dim=(1, 2, 3)) + eps).sqrt().sum()
+                    lasso2 = lasso2 + term(p.weight, (1, 2, 3))
         return lasso1, lasso2
 
     @torch.no_grad()
