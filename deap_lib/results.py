@@ -297,6 +297,20 @@ def _group(name: str) -> str:
     return head if head.isdigit() else "~"
 
 
+def notebook_durations(results_dir: PathLike = "results") -> Dict[str, float]:
+    """Seconds each executed notebook in ``results_dir/executed/`` took, as papermill recorded it
+    (``metadata.papermill.duration``), in notebook order; notebooks without a duration are left out."""
+    out: Dict[str, float] = {}
+    for nb in sorted((Path(results_dir) / "executed").glob("*.ipynb")):
+        try:
+            d = json.loads(nb.read_text()).get("metadata", {}).get("papermill", {}).get("duration")
+        except ValueError:
+            continue
+        if isinstance(d, (int, float)) and math.isfinite(d):
+            out[nb.stem] = float(d)
+    return out
+
+
 def results_section(results_dir: PathLike = "results", link_base: PathLike = ".") -> str:
     """The README's generated results section (without markers), built from ``results_dir`` only.
     Links are relative to ``link_base`` (the README's folder). Deterministic: same files -> same text."""
@@ -321,6 +335,12 @@ def results_section(results_dir: PathLike = "results", link_base: PathLike = "."
             bits.append(f"code `{r['code_version']}`")
         lines += ["Produced by `python -m deap_lib reproduce`: " + ", ".join(bits) + ". Executed notebooks: "
                   f"[`{rel}/executed/`]({rel}/executed/); all runs: [`{rel}/summary.csv`]({rel}/summary.csv).", ""]
+    durations = notebook_durations(root)
+    if durations:
+        total = sum(durations.values())
+        lines += ["Wall time of the executed notebooks (papermill, training included): "
+                  + ", ".join(f"{n} {d / 60:.1f} min" for n, d in durations.items())
+                  + f"; total {total / 60:.1f} min.", ""]
     tables = {p.stem for p in (root / "tables").glob("*.md")}
     figures = {p.stem for p in (root / "figures").glob("*.png")}
     items = sorted([(n, "table") for n in tables] + [(n, "figure") for n in figures])

@@ -119,6 +119,14 @@ def test_render_readme_idempotent_and_check(tmp_path):
     assert "No study results yet" not in text
     R.save_table(pd.DataFrame({"m": ["deap"], "mAP": [51.0]}), res, "04_1_main", caption="Main table")
     assert R.render_readme(readme, res, check=True) is False
+    # wall times come from papermill's record in the executed notebooks
+    (res / "executed").mkdir()
+    for name, d in (("00_data", 30.0), ("01_teacher", 600.0)):
+        (res / "executed" / f"{name}.ipynb").write_text(json.dumps({"metadata": {"papermill": {"duration": d}}}))
+    (res / "executed" / "02_dilemma.ipynb").write_text(json.dumps({"metadata": {}}))  # no duration: left out
+    assert R.notebook_durations(res) == {"00_data": 30.0, "01_teacher": 600.0}
+    R.render_readme(readme, res)
+    assert "00_data 0.5 min, 01_teacher 10.0 min; total 10.5 min." in readme.read_text()
 
 
 def test_render_readme_needs_markers(tmp_path):
