@@ -245,7 +245,7 @@ R.record(out, "02_dilemma", {"target_macs": float(target_macs), "methods": rec,
    "sequential = None     # also kd_then_np and np_then_kd (None: only when full)")
 
 # ------------------------------------------------------------------------------------------------ 03
-NOTEBOOKS["03_deap"] = ("# 03 - DEAP training\n\nDEAP with the preset's own threshold rule: loss terms, the "
+NOTEBOOKS["03_deap"] = ("# 03 - DEAP training\n\nDEAP with the preset's own pruning rule: loss terms, the "
                         "evolution of the pruner norms, the three evaluated forms; with `full`, ablations of the "
                         "loss terms and of the proximal pruner update.", [
     code('''
@@ -255,7 +255,12 @@ thr = cfg.prune.threshold
 forms = pd.DataFrame([{"form": f, "mAP % [95% CI]": r["mAP_text"], "Rank-1 %": r["rank1"],
                        "params (M)": r["params_no_classifier"] / 1e6, "MACs (M)": r["macs"] / 1e6}
                       for f, r in deap["forms"].items()])
-R.save_table(forms, out, "03_1_deap_forms", caption=f"DEAP (threshold {thr:g} on pruner norms): evaluated forms")
+pc = cfg.prune
+rule = (f"threshold {thr:g} on pruner norms" if pc.target_macs is None else
+        f"{pc.schedule} pruning to {pc.target_macs:.0%} of the MACs, {pc.allocation} allocation")
+R.save_table(forms, out, "03_1_deap_forms", caption=f"DEAP ({rule}): evaluated forms" + (
+    "; with gradual pruning `unpruned` is the trained network before its zeroed channels are removed"
+    if pc.target_macs is not None and pc.schedule == "gradual" else ""))
 forms'''),
     code('''
 log = study.train_log(deap["run_dir"])
@@ -357,7 +362,9 @@ three = pd.DataFrame([{"form": f, "mAP % [95% CI]": deap["forms"][f]["mAP_text"]
                        "params (M)": deap["forms"][f]["params_no_classifier"] / 1e6,
                        "MACs (M)": deap["forms"][f]["macs"] / 1e6}
                       for f in ("unpruned", "pruned", "absorbed")])
-R.save_table(three, out, "04_3_three_forms", caption="DEAP student: unpruned / pruned (PCP units kept) / absorbed")
+R.save_table(three, out, "04_3_three_forms", caption="DEAP student: unpruned / pruned (PCP units kept) / absorbed"
+             + (" (gradual pruning: `unpruned` already has the zeroed channels, not yet removed)"
+                if study.config("deap").prune.schedule == "gradual" else ""))
 three'''),
     code('''
 runs = study.load_runs()
