@@ -311,6 +311,26 @@ def notebook_durations(results_dir: PathLike = "results") -> Dict[str, float]:
     return out
 
 
+def headline(results_dir: PathLike = "results") -> str:
+    """One generated sentence with the study's headline (teacher vs DEAP's absorbed student), from
+    ``records/04_absorb_and_plots.json``; empty when that record is missing."""
+    path = Path(results_dir) / "records" / "04_absorb_and_plots.json"
+    if not path.is_file():
+        return ""
+    r = json.loads(path.read_text())
+    lat = r.get("latency_speedup", {})
+    fast = ", ".join(f"{lat[k]:.2f}x at batch {k.split('@')[1]}" for k in sorted(lat, key=lambda k: int(k.split("@")[1]))
+                     if k.startswith("absorbed@"))
+    text = (f"**Headline.** DEAP's absorbed student removes {r['deap_params_reduction_pct']:.1f} % of the "
+            f"teacher's parameters and {r['deap_macs_reduction_pct']:.1f} % of its MACs; its mAP is "
+            f"{r['deap_mAP']:.1f} % against the teacher's {r['teacher_mAP']:.1f} % (difference "
+            f"{r['deap_d_mAP']:+.1f} points, 95 % paired-bootstrap interval [{r['deap_d_mAP_low']:+.1f}, "
+            f"{r['deap_d_mAP_high']:+.1f}]).")
+    if fast:
+        text += f" CPU latency speed-up over the teacher: {fast}."
+    return text
+
+
 def results_section(results_dir: PathLike = "results", link_base: PathLike = ".") -> str:
     """The README's generated results section (without markers), built from ``results_dir`` only.
     Links are relative to ``link_base`` (the README's folder). Deterministic: same files -> same text."""
@@ -335,6 +355,9 @@ def results_section(results_dir: PathLike = "results", link_base: PathLike = "."
             bits.append(f"code `{r['code_version']}`")
         lines += ["Produced by `python -m deap_lib reproduce`: " + ", ".join(bits) + ". Executed notebooks: "
                   f"[`{rel}/executed/`]({rel}/executed/); all runs: [`{rel}/summary.csv`]({rel}/summary.csv).", ""]
+    head = headline(root)
+    if head:
+        lines += [head, ""]
     durations = notebook_durations(root)
     if durations:
         total = sum(durations.values())

@@ -127,6 +127,16 @@ def test_render_readme_idempotent_and_check(tmp_path):
     assert R.notebook_durations(res) == {"00_data": 30.0, "01_teacher": 600.0}
     R.render_readme(readme, res)
     assert "00_data 0.5 min, 01_teacher 10.0 min; total 10.5 min." in readme.read_text()
+    assert R.headline(res) == "" and "**Headline.**" not in readme.read_text()
+    R.record(res, "04_absorb_and_plots", {
+        "deap_params_reduction_pct": 74.44, "deap_macs_reduction_pct": 73.18, "deap_mAP": 46.33, "teacher_mAP": 63.04,
+        "deap_d_mAP": -16.71, "deap_d_mAP_low": -18.9, "deap_d_mAP_high": -14.46,
+        "latency_speedup": {"absorbed@16": 2.5, "absorbed@1": 1.75, "teacher@1": 1.0}})
+    R.render_readme(readme, res)
+    assert ("**Headline.** DEAP's absorbed student removes 74.4 % of the teacher's parameters and 73.2 % of its "
+            "MACs; its mAP is 46.3 % against the teacher's 63.0 % (difference -16.7 points, 95 % paired-bootstrap "
+            "interval [-18.9, -14.5]). CPU latency speed-up over the teacher: 1.75x at batch 1, 2.50x at batch 16."
+            in readme.read_text())
 
 
 def test_render_readme_needs_markers(tmp_path):
