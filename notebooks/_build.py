@@ -233,12 +233,36 @@ ax.set(xlabel="epoch (two-stage methods: both stages)", ylabel="mAP (%) of the t
 ax.legend(fontsize=7, ncol=2)
 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 R.save_figure(fig, out, "02_3_dilemma_curves", caption="mAP over training epochs (before the final cut)")'''),
+    md("Is DEAP better than each alternative? The paired bootstrap over query identities of DEAP's absorbed "
+       "model against every other deployed model (same queries, same identity draws); `p_better` is the share "
+       "of resamples in which DEAP scores higher."),
+    code('''
+from deap_lib.evaluation import paired_bootstrap
+
+by_method = {m["method"]: m for m in ms}
+ref = R.load_per_query(by_method["deap"]["run_dir"], "absorbed")
+vs = []
+for m in table["method"]:
+    if m == "deap":
+        continue
+    other = by_method[m]
+    d = paired_bootstrap(ref, R.load_per_query(other["run_dir"], deployed_form(other["forms"])))["mAP"]
+    vs.append({"deap vs": m, "d_mAP": 100 * d["diff"], "d_low": 100 * d["low"], "d_high": 100 * d["high"],
+               "p_better": d["frac_a_gt_b"],
+               "verdict": "DEAP better" if d["low"] > 0 else ("DEAP worse" if d["high"] < 0 else "no clear difference")})
+vs = pd.DataFrame(vs)
+R.save_table(vs, out, "02_4_deap_vs_each", caption="DEAP (absorbed) minus each other deployed model: mAP difference "
+             "in points with its 95 % paired-bootstrap interval")
+vs'''),
     code('''
 rec = {m: {k: float(v) for k, v in table.loc[table["method"] == m,
            ["mAP", "mAP_low", "mAP_high", "d_mAP", "d_mAP_low", "d_mAP_high", "macs_fraction", "macs_m"]]
            .iloc[0].items()} for m in table["method"]}
 best_baseline = max(rec[m]["mAP"] for m in PRUNING if m != "deap")
 R.record(out, "02_dilemma", {"target_macs": float(target_macs), "methods": rec,
+                             "deap_vs": {r["deap vs"]: {k: (float(r[k]) if k != "verdict" else r[k])
+                                                        for k in ("d_mAP", "d_low", "d_high", "p_better", "verdict")}
+                                         for r in vs.to_dict("records")},
                              "deap_minus_best_pruning_baseline": rec["deap"]["mAP"] - best_baseline})'''),
 ], "target_macs = None    # MAC budget of every pruning method here (fraction of the unpruned student);\n"
    "                      # None: the preset's (prune.target_macs), or 0.3 where the preset cuts by threshold\n"

@@ -179,6 +179,13 @@ def test_02_dilemma(study):
     fr = [methods[m]["macs_fraction"] for m in ("np", "kd_then_np", "np_then_kd", "kd_np_direct", "deap")]
     assert max(fr) - min(fr) < 0.2
     assert math.isfinite(r["deap_minus_best_pruning_baseline"])
+    vs = r["deap_vs"]  # DEAP minus every other deployed model, paired over the same queries
+    assert set(vs) == set(methods) - {"deap"}
+    for m, d in vs.items():
+        assert d["d_low"] - 1e-9 <= d["d_mAP"] <= d["d_high"] + 1e-9 and 0.0 <= d["p_better"] <= 1.0, m
+        assert abs(d["d_mAP"] - (methods["deap"]["mAP"] - methods[m]["mAP"])) < 1e-6, m
+        assert d["verdict"] == ("DEAP better" if d["d_low"] > 0 else "DEAP worse" if d["d_high"] < 0
+                                else "no clear difference"), m
 
 
 def test_03_deap(study):
