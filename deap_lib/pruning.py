@@ -16,6 +16,7 @@ whatever statistics the BN holds).
 from __future__ import annotations
 
 import copy
+import math
 from typing import Dict, Iterable, List, Optional, Tuple
 
 import torch
@@ -117,12 +118,10 @@ def apply_masks(pcp: ReIDNet, masks: List[Tuple[Tensor, Tensor]]) -> ReIDNet:
     """A copy of ``pcp`` whose dropped pruner groups (pruner-1 columns / pruner-2 rows) are zero."""
     _require_deap(pcp)
     out = copy.deepcopy(pcp)
-    blocks = list(out.pcp_blocks())
-    if len(blocks) != len(masks):
-        raise ValueError(f"apply_masks: {len(masks)} masks for {len(blocks)} PCP blocks")
-    for block, (m1, m3) in zip(blocks, masks):
-        block.pruner1.weight[:, ~m1.to(block.pruner1.weight.device)] = 0
-        block.pruner2.weight[~m3.to(block.pruner2.weight.device)] = 0
+    n_blocks = len(list(out.pcp_blocks()))
+    if n_blocks != len(masks):
+        raise ValueError(f"apply_masks: {len(masks)} masks for {n_blocks} PCP blocks")
+    zero_groups_(out, masks)
     return out
 
 
@@ -170,8 +169,6 @@ def top_fraction_masks(scores: List[Tuple[Tensor, Tensor]], fraction: float, *,
                        min_channels: int = 1) -> List[Tuple[Tensor, Tensor]]:
     """Keep masks with the same share of every pruner: its ``max(min_channels, ceil(fraction * n))``
     largest scores (ties -> lower index)."""
-    import math
-
     if not 0 < fraction <= 1:
         raise ValueError(f"keep fraction must be in (0, 1], got {fraction}")
     out = []
@@ -335,6 +332,8 @@ class GradualPruning:
         # MACs depend on the structure only: count them on a PCP twin of a plain model
         self._shape = model if model.config.get("pcp") else build_model(**dict(model.config, pcp="deap"))
         self.masks = [tuple(s > 0 for s in pair) for pair in group_scores(model)]
+        self._full_macs = _macs_of(self._shape, [tuple(torch.ones_like(m) for m in p) for p in self.masks],
+                                   input_size)
 
     def macs_fraction_at(self, epoch: int) -> float:
         s = min(1.0, epoch / max(1e-9, self.end_frac * self.total))
@@ -357,8 +356,7 @@ class GradualPruning:
         kept = sum(int(m.sum()) for pair in self.masks for m in pair)
         total = sum(m.numel() for pair in self.masks for m in pair)
         return {"prune_macs_budget": f, "prune_kept_frac": kept / total,
-                "prune_macs_frac": _macs_of(self._shape, self.masks, self.input_size)
-                / _macs_of(self._shape, [tuple(torch.ones_like(m) for m in p) for p in self.masks], self.input_size)}
+                "prune_macs_frac": _macs_of(self._shape, self.masks, self.input_size) / self._full_macs}
 
     def apply_(self) -> None:
         zero_groups_(self.model, self.masks)
