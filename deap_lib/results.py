@@ -274,6 +274,135 @@ def format_main_table(table, digits: int = 1):
     })
 
 
+# ------------------------------------------------------------------------------------------------ seeds
+SEED_COLUMNS = ["method", "form", "n_seeds", "seeds", "mAP_mean", "mAP_std", "mAP_ci_low", "mAP_ci_high",
+                "rank1_mean", "rank1_std", "mINP_mean", "mINP_std", "params_m", "macs_m",
+                "d_teacher_mean", "d_teacher_std", "d_teacher_ci_low", "d_teacher_ci_high"]
+
+
+def _mean_std_ci(values: Sequence[float], level: float) -> Tuple[float, float, float, float]:
+    """Mean, sample std (ddof 1) and the Student-t ``level`` interval of the mean of ``values``
+    (std and interval are NaN for a single value)."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=np.float64)
+    mean = float(v.mean())
+    if len(v) < 2:
+        return mean, math.nan, math.nan, math.nan
+    std = float(v.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1)) * std / math.sqrt(len(v))
+    return mean, std, mean - half, mean + half
+
+
+def _one_per_seed(runs, where: str):
+    """The deployed rows of ``runs``; a method with two runs of one seed raises, naming them."""
+    dep = runs[runs["deployed"].astype(bool)]
+    dup = dep[dep.duplicated(["method", "seed"], keep=False)]
+    if not dup.empty:
+        raise ValueError(f"{where}: several runs of one method and seed ({', '.join(sorted(dup['run']))}); "
+                         "pass one run per method and seed (e.g. leave out ablations)")
+    return dep
+
+
+def seed_summary(runs, *, methods: Optional[Sequence[str]] = None, level: float = 0.95):
+    """Mean and spread over seeds of every method's deployed model.
+
+    ``runs``: :meth:`deap_lib.study.Study.load_runs` rows of the runs to summarise, one run per method and
+    seed (a second run of the same method and seed, e.g. an ablation, is an error: filter it out). Per method: the seeds found, mean and sample
+    standard deviation (ddof 1) of mAP / Rank-1 / mINP in percent, the Student-t ``level`` interval of the
+    mean mAP over seeds, params / MACs (their mean), and the difference to the teacher of the *same seed*
+    (mAP points; mean, std and t interval over the seeds that have both). Returns a DataFrame with
+    :data:`SEED_COLUMNS`, methods in ``methods`` order (default: teacher, deap, then the rest by name).
+    """
+    import pandas as pd
+
+    need = {"method", "run", "seed", "deployed", "mAP", "rank1", "mINP", "params_no_classifier", "macs"}
+    missing = sorted(need - set(runs.columns))
+    if missing:
+        raise KeyError(f"seed_summary: runs table lacks columns {missing} (pass Study.load_runs())")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"seed_summary: level must be in (0, 1), got {level}")
+    dep = _one_per_seed(runs, "seed_summary")
+    order = list(methods) if methods is not None else \
+        ["teacher", "deap"] + sorted(m for m in dep["method"].unique() if m not in ("teacher", "deap"))
+    unknown = [m for m in order if m not in set(dep["method"])]
+    if unknown:
+        raise KeyError(f"seed_summary: no runs of method(s) {', '.join(unknown)}; methods found: "
+                       f"{', '.join(sorted(dep['method'].unique()))}")
+    teacher = {int(r["seed"]): float(r["mAP"]) for _, r in dep[dep["method"] == "teacher"].iterrows()}
+    rows = []
+    for m in order:
+        g = dep[dep["method"] == m].sort_values("seed")
+        mean, std, lo, hi = _mean_std_ci(g["mAP"], level)
+        d = [float(r["mAP"]) - teacher[int(r["seed"])] for _, r in g.iterrows() if int(r["seed"]) in teacher]
+        dm, ds, dlo, dhi = _mean_std_ci(d, level) if d else (math.nan,) * 4
+        r1, r1s = _mean_std_ci(g["rank1"], level)[:2]
+        mi, mis = _mean_std_ci(g["mINP"], level)[:2]
+        rows.append({"method": m, "form": str(g["form"].iloc[0]), "n_seeds": len(g),
+                     "seeds": " ".join(str(int(s)) for s in g["seed"]), "mAP_mean": mean, "mAP_std": std,
+                     "mAP_ci_low": lo, "mAP_ci_high": hi, "rank1_mean": r1, "rank1_std": r1s, "mINP_mean": mi,
+                     "mINP_std": mis, "params_m": float(g["params_no_classifier"].mean()) / 1e6,
+                     "macs_m": float(g["macs"].mean()) / 1e6, "d_teacher_mean": dm, "d_teacher_std": ds,
+                     "d_teacher_ci_low": dlo, "d_teacher_ci_high": dhi})
+    return pd.DataFrame(rows, columns=SEED_COLUMNS)
+
+
+def seed_differences(runs, reference: str = "deap", *, methods: Optional[Sequence[str]] = None,
+                     level: float = 0.95):
+    """``reference`` minus each other method, seed by seed (deployed models; ``runs`` as for
+    :func:`seed_summary`, one run per method and seed): the mAP
+    difference in points of every seed both have, its mean, sample std, Student-t ``level`` interval over
+    seeds, and how many seeds ``reference`` scores higher. Returns columns ``vs``, ``n_seeds``, ``per_seed``
+    (text), ``d_mean``, ``d_std``, ``d_ci_low``, ``d_ci_high``, ``wins``."""
+    import pandas as pd
+
+    dep = _one_per_seed(runs, "seed_differences")
+    ref = {int(r["seed"]): float(r["mAP"]) for _, r in dep[dep["method"] == reference].iterrows()}
+    if not ref:
+        raise KeyError(f"seed_differences: no runs of {reference!r}; methods found: "
+                       f"{', '.join(sorted(dep['method'].unique()))}")
+    others = list(methods) if methods is not None else sorted(m for m in dep["method"].unique() if m != reference)
+    rows = []
+    for m in others:
+        other = {int(r["seed"]): float(r["mAP"]) for _, r in dep[dep["method"] == m].iterrows()}
+        seeds = sorted(set(ref) & set(other))
+        if not seeds:
+            raise KeyError(f"seed_differences: {reference!r} and {m!r} share no seed")
+        d = [ref[s] - other[s] for s in seeds]
+        mean, std, lo, hi = _mean_std_ci(d, level)
+        rows.append({"vs": m, "n_seeds": len(seeds), "per_seed": " ".join(f"{v:+.1f}" for v in d),
+                     "d_mean": mean, "d_std": std, "d_ci_low": lo, "d_ci_high": hi,
+                     "wins": int(sum(v > 0 for v in d))})
+    return pd.DataFrame(rows, columns=["vs", "n_seeds", "per_seed", "d_mean", "d_std", "d_ci_low", "d_ci_high",
+                                       "wins"])
+
+
+def format_seed_summary(table, digits: int = 1):
+    """The Markdown-friendly view of :func:`seed_summary`: ``mean ± std`` and ``[low, high]`` as text."""
+    import pandas as pd
+
+    f = f"{{:.{digits}f}}"
+
+    def pm(m, s):
+        return f.format(m) if math.isnan(s) else f"{f.format(m)} ± {f.format(s)}"
+
+    def ci(lo, hi):
+        return "" if math.isnan(lo) else f"[{f.format(lo)}, {f.format(hi)}]"
+
+    return pd.DataFrame({
+        "method": table["method"], "form": table["form"], "seeds": table["n_seeds"],
+        "mAP % mean ± std": [pm(*v) for v in zip(table["mAP_mean"], table["mAP_std"])],
+        "mAP 95% CI of the mean": [ci(*v) for v in zip(table["mAP_ci_low"], table["mAP_ci_high"])],
+        "Rank-1 % mean ± std": [pm(*v) for v in zip(table["rank1_mean"], table["rank1_std"])],
+        "params (M)": [f"{v:.3f}" for v in table["params_m"]],
+        "MACs (M)": [f"{v:.2f}" for v in table["macs_m"]],
+        "vs same-seed teacher (pp) mean ± std": ["reference" if m == "teacher" else pm(*v) for m, *v in
+                                                 zip(table["method"], table["d_teacher_mean"], table["d_teacher_std"])],
+        "its 95% CI": ["" if m == "teacher" else ci(*v) for m, *v in
+                       zip(table["method"], table["d_teacher_ci_low"], table["d_teacher_ci_high"])],
+    })
+
+
 # ------------------------------------------------------------------------------------------------ README
 def has_study(results_dir: PathLike) -> bool:
     """Whether ``results_dir`` holds any table, figure or record."""
@@ -328,6 +457,20 @@ def headline(results_dir: PathLike = "results") -> str:
             f"{r['deap_d_mAP_high']:+.1f}]).")
     if fast:
         text += f" CPU latency speed-up over the teacher: {fast}."
+    seeds = Path(results_dir) / "records" / "02_dilemma.json"
+    st = json.loads(seeds.read_text()).get("seed_stats") if seeds.is_file() else None
+    if st and "deap" in st.get("methods", {}) and "teacher" in st["methods"]:
+        d, t = st["methods"]["deap"], st["methods"]["teacher"]
+        text += (f" Over seeds {', '.join(map(str, st['seeds']))} (mean ± sample std): DEAP absorbed "
+                 f"{d['mAP_mean']:.1f} ± {d['mAP_std']:.1f} % mAP, the teacher {t['mAP_mean']:.1f} ± "
+                 f"{t['mAP_std']:.1f} %; DEAP minus the teacher of its seed {d['d_teacher_mean']:+.1f} points "
+                 f"(95 % t interval over seeds [{d['d_teacher_ci_low']:+.1f}, {d['d_teacher_ci_high']:+.1f}]).")
+        phrase = {"DEAP better": "better than", "DEAP worse": "worse than",
+                  "no clear difference": "not clearly different from"}
+        calls = {p: sorted(m for m, r in st.get("deap_vs", {}).items() if r.get("verdict") == v)
+                 for v, p in phrase.items()}
+        if any(calls.values()):
+            text += " Across seeds DEAP is " + "; ".join(f"{p} {', '.join(ms)}" for p, ms in calls.items() if ms) + "."
     return text
 
 

@@ -113,15 +113,27 @@ R.record(out, "00_data", {
 NOTEBOOKS["01_teacher"] = ("# 01 - Teacher and plain student\n\nTrain (or reuse) the teacher every distillation "
                            "run uses and the plain student trained without a teacher.", [
     code('''
-teacher, student = study.run_many([("teacher", seed, {}), ("student", seed, {})])
+if seeds is None:  # the full study repeats the main runs with three seeds (their mean and std: notebook 02)
+    seeds = [seed, seed + 1, seed + 2] if full else [seed]
+seeds = sorted({int(s) for s in seeds} | {int(seed)})
+if convergence is None:
+    convergence = full
+epochs_t = study.config("teacher").optim.epochs
+specs = [(m, s, {}) for m in ("teacher", "student") for s in seeds]
+if convergence:  # a teacher with twice the epochs, trained in the same pool (both cores busy)
+    specs.append(("teacher", seed, {"optim.epochs": 2 * epochs_t}, "x2"))
+ms = study.run_many(specs)
+by = {(m["method"], m["seed"]): m for m in ms[:2 * len(seeds)]}
+teacher, student = by[("teacher", seed)], by[("student", seed)]
 rows = []
-for m in (teacher, student):
+for m in ms[:2 * len(seeds)]:
     f = m["forms"][deployed_form(m["forms"])]
-    rows.append({"model": m["method"], "mAP % [95% CI]": f["mAP_text"], "Rank-1 %": f["rank1"],
+    rows.append({"model": m["method"], "seed": m["seed"], "mAP % [95% CI]": f["mAP_text"], "Rank-1 %": f["rank1"],
                  "mINP %": f["mINP"], "params (M)": f["params_no_classifier"] / 1e6, "MACs (M)": f["macs"] / 1e6,
                  "train time (s)": m["wall_time_s"]})
 table = pd.DataFrame(rows)
-R.save_table(table, out, "01_1_teacher_student", caption="Teacher and plain student (no distillation, no pruning)")
+R.save_table(table, out, "01_1_teacher_student", caption="Teacher and plain student (no distillation, no pruning)"
+             + (f", seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else ""))
 table'''),
     md("Training curves: the loss terms per epoch and, when evaluated during training, mAP over epochs."),
     code('''
@@ -143,13 +155,10 @@ R.save_figure(fig, out, "01_2_training_curves", caption="Teacher and student: lo
        "identities says whether the longer schedule is better."),
     code('''
 conv = {}
-if convergence is None:
-    convergence = full
 if convergence:
     from deap_lib.evaluation import paired_bootstrap
 
-    epochs_t = study.config("teacher").optim.epochs
-    longer = study.run("teacher", seed, tag="x2", overrides={"optim.epochs": 2 * epochs_t})
+    longer = ms[-1]
     pq = [dict(np.load(Path(m["run_dir"]) / "per_query_teacher.npz")) for m in (longer, teacher)]
     d = paired_bootstrap(*pq)["mAP"]
     conv = {"epochs": epochs_t, "epochs_long": 2 * epochs_t, "mAP": teacher["forms"]["teacher"]["mAP"],
@@ -180,9 +189,11 @@ R.record(out, "01_teacher", {
     "epochs": int(logs["teacher"]["epoch"].max()),
     "eval_points": int(logs["teacher"]["eval_mAP"].notna().sum()) if "eval_mAP" in logs["teacher"] else 0,
     "final_loss_teacher": float(logs["teacher"]["loss_total"].iloc[-1]),
-    "teacher_run": teacher["run_dir"], "convergence": conv,
+    "teacher_run": teacher["run_dir"], "convergence": conv, "seeds": seeds,
+    "per_seed": {f"{m['method']}-s{m['seed']}": m["forms"][deployed_form(m["forms"])]["mAP"] for m in ms[:2 * len(seeds)]},
 })'''),
-], "convergence = None   # also train a teacher with twice the epochs (None: only when full)")
+], "convergence = None   # also train a teacher with twice the epochs (None: only when full)\n"
+   "seeds = None         # seeds of the main runs (None: seed, seed+1, seed+2 when full, else seed)")
 
 # ------------------------------------------------------------------------------------------------ 02
 NOTEBOOKS["02_dilemma"] = ("# 02 - The KD + NP dilemma\n\nKnowledge distillation alone (kd), network pruning "
@@ -195,17 +206,25 @@ if sequential is None:  # two more training runs: by default only in the full st
 PRUNING = ["np"] + (["kd_then_np", "np_then_kd"] if sequential else []) + ["kd_np_direct", "deap"]
 if target_macs is None:  # the preset's own budget (cpu: its target_macs), else 30 %
     target_macs = study.config("deap").prune.target_macs or 0.3
+if seeds is None:  # the full study repeats the main methods with three seeds
+    seeds = [seed, seed + 1, seed + 2] if full else [seed]
+seeds = sorted({int(s) for s in seeds} | {int(seed)})
+MAIN = ["teacher", "student", "kd", "np", "kd_np_direct", "deap"]  # repeated for every seed
+budget = {"prune.target_macs": float(target_macs)}
 specs = [("teacher", seed, {}), ("student", seed, {}), ("kd", seed, {})]
-specs += [(m, seed, {"prune.target_macs": float(target_macs)}) for m in PRUNING]
-ms = study.run_many(specs)
-runs = study.load_runs()
-runs = runs[runs["run"].isin([Path(m["run_dir"]).name for m in ms])]
+specs += [(m, seed, budget) for m in PRUNING]
+specs += [(m, s, budget if m in PRUNING else {}) for s in seeds if s != seed for m in MAIN]
+all_ms = study.run_many(specs)  # one pool: every run of every seed, longest first
+ms = [m for m in all_ms if m["seed"] == seed]
+all_runs = study.load_runs()
+all_runs = all_runs[all_runs["run"].isin([Path(m["run_dir"]).name for m in all_ms])]
+runs = all_runs[all_runs["seed"] == seed]
 table = R.main_table(runs, methods=["teacher", "student", "kd"] + PRUNING)
 by_run = {Path(m["run_dir"]).name: m["forms"] for m in ms}
 table["macs_fraction"] = [by_run[r]["absorbed"]["macs"] / by_run[r]["unpruned"]["macs"] if "absorbed" in by_run[r]
                           else 1.0 for r in table["run"]]
 R.save_table(table, out, "02_1_dilemma_table", markdown_df=R.format_main_table(table),
-             caption=f"Deployed models at a MAC budget of {target_macs:.0%} of the unpruned student "
+             caption=f"Deployed models at a MAC budget of {target_macs:.0%} of the unpruned student, seed {seed} "
                      "(mAP difference vs the teacher: paired bootstrap over query identities)")
 R.format_main_table(table)'''),
     code('''
@@ -252,8 +271,48 @@ for m in table["method"]:
                "verdict": "DEAP better" if d["low"] > 0 else ("DEAP worse" if d["high"] < 0 else "no clear difference")})
 vs = pd.DataFrame(vs)
 R.save_table(vs, out, "02_4_deap_vs_each", caption="DEAP (absorbed) minus each other deployed model: mAP difference "
-             "in points with its 95 % paired-bootstrap interval")
+             f"in points with its 95 % paired-bootstrap interval (seed {seed})")
 vs'''),
+    md("Across seeds (with several `seeds`, by default in the full study): every main method trained with each "
+       "seed (initialisation, batch order and augmentations change; each distillation run uses the teacher of its "
+       "own seed). Mean and sample standard deviation over seeds, the Student-t 95 % interval of the mean, and "
+       "DEAP minus each method seed by seed. Three seeds give wide intervals: a difference is called only when "
+       "its interval excludes zero."),
+    code('''
+seed_rec = {}
+if len(seeds) > 1:
+    over = R.seed_summary(all_runs, methods=MAIN)
+    R.save_table(over, out, "02_5_seeds", markdown_df=R.format_seed_summary(over),
+                 caption=f"Main methods over seeds {', '.join(map(str, seeds))}: mAP mean ± sample std, the 95 % "
+                         "t interval of the mean, and the difference to the teacher of the same seed")
+    diffs = R.seed_differences(all_runs, "deap", methods=[m for m in MAIN if m != "deap"])
+    diffs["verdict"] = ["DEAP better" if lo > 0 else ("DEAP worse" if hi < 0 else "no clear difference")
+                        for lo, hi in zip(diffs["d_ci_low"], diffs["d_ci_high"])]
+    R.save_table(diffs, out, "02_6_deap_vs_each_seeds", caption="DEAP (absorbed) minus each main method, seed by "
+                 "seed (mAP points): mean, sample std, 95 % t interval over seeds, seeds DEAP wins")
+    dep = all_runs[all_runs["deployed"]]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    for i, m in enumerate(MAIN):
+        g = dep[dep["method"] == m]
+        ax.scatter(np.full(len(g), i) + np.linspace(-0.12, 0.12, len(g)), g["mAP"], s=18, c="tab:gray", zorder=3)
+        r = over.set_index("method").loc[m]
+        ax.errorbar(i, r["mAP_mean"], yerr=[[r["mAP_mean"] - r["mAP_ci_low"]], [r["mAP_ci_high"] - r["mAP_mean"]]],
+                    fmt="D", c="tab:red" if m == "deap" else "k", capsize=4, zorder=4)
+    ax.set_xticks(range(len(MAIN)), MAIN, rotation=30, ha="right")
+    ax.set(ylabel="mAP (%)", title=f"seeds {', '.join(map(str, seeds))}: runs (dots), mean with 95 % t interval")
+    R.save_figure(fig, out, "02_7_seeds_map", caption="mAP of every seed's deployed model (dots) and the mean over "
+                  "seeds with its 95 % t interval")
+    seed_rec = {"seeds": seeds,
+                "methods": {r["method"]: {k: r[k] for k in ("n_seeds", "mAP_mean", "mAP_std", "mAP_ci_low",
+                                                             "mAP_ci_high", "d_teacher_mean", "d_teacher_std",
+                                                             "d_teacher_ci_low", "d_teacher_ci_high", "macs_m",
+                                                             "params_m")}
+                            for r in over.to_dict("records")},
+                "deap_vs": {r["vs"]: {k: r[k] for k in ("n_seeds", "d_mean", "d_std", "d_ci_low", "d_ci_high",
+                                                        "wins", "verdict")} for r in diffs.to_dict("records")}}
+    display(R.format_seed_summary(over), diffs)
+else:
+    print("one seed: the seed statistics are made in the full study (or with seeds=[0, 1, 2])")'''),
     code('''
 rec = {m: {k: float(v) for k, v in table.loc[table["method"] == m,
            ["mAP", "mAP_low", "mAP_high", "d_mAP", "d_mAP_low", "d_mAP_high", "macs_fraction", "macs_m"]]
@@ -263,10 +322,12 @@ R.record(out, "02_dilemma", {"target_macs": float(target_macs), "methods": rec,
                              "deap_vs": {r["deap vs"]: {k: (float(r[k]) if k != "verdict" else r[k])
                                                         for k in ("d_mAP", "d_low", "d_high", "p_better", "verdict")}
                                          for r in vs.to_dict("records")},
-                             "deap_minus_best_pruning_baseline": rec["deap"]["mAP"] - best_baseline})'''),
+                             "deap_minus_best_pruning_baseline": rec["deap"]["mAP"] - best_baseline,
+                             "seed_stats": seed_rec})'''),
 ], "target_macs = None    # MAC budget of every pruning method here (fraction of the unpruned student);\n"
    "                      # None: the preset's (prune.target_macs), or 0.3 where the preset cuts by threshold\n"
-   "sequential = None     # also kd_then_np and np_then_kd (None: only when full)")
+   "sequential = None     # also kd_then_np and np_then_kd (None: only when full)\n"
+   "seeds = None         # seeds of the main methods (None: seed, seed+1, seed+2 when full, else seed)")
 
 # ------------------------------------------------------------------------------------------------ 03
 NOTEBOOKS["03_deap"] = ("# 03 - DEAP training\n\nDEAP with the preset's own pruning rule: loss terms, the "
@@ -392,10 +453,11 @@ R.save_table(three, out, "04_3_three_forms", caption="DEAP student: unpruned / p
 three'''),
     code('''
 runs = study.load_runs()
+runs = runs[runs["seed"] == seed]  # other seeds' runs: the seed statistics of notebook 02
 table = R.main_table(runs)
 R.save_table(table, out, "04_1_main_table", markdown_df=R.format_main_table(table),
-             caption="Teacher vs every method's deployed model: accuracy, size, MACs and the paired-bootstrap mAP "
-                     "difference to the teacher")
+             caption=f"Teacher vs every method's deployed model (seed {seed}): accuracy, size, MACs and the "
+                     "paired-bootstrap mAP difference to the teacher")
 R.format_main_table(table)'''),
     code('''
 dep = runs[runs["deployed"]].copy()
@@ -413,7 +475,8 @@ for _, r in pts.iterrows():
 ax.step(*zip(*front), where="post", c="k", lw=0.8, ls="--", label="Pareto front")
 ax.set(xlabel="MACs (M, one image)", ylabel="mAP (%) [95% CI]", title="accuracy vs cost of every run")
 ax.legend(fontsize=7, ncol=2)
-R.save_figure(fig, out, "04_2_pareto", caption="mAP vs MACs of every run's deployed model (dashed: Pareto front)")'''),
+R.save_figure(fig, out, "04_2_pareto", caption=f"mAP vs MACs of every run's deployed model, seed {seed} (dashed: "
+              "Pareto front)")'''),
     code('''
 pruning = [m for m in (study.metrics(d) for d in runs.loc[runs["form"] == "absorbed", "run_dir"].unique())
            if m.get("kept_widths")]

@@ -211,3 +211,33 @@ def test_cli_data_generates_the_presets_synthetic_set(tmp_path, capsys):
     assert main(["data", "--preset", "quick", "--root", str(root)]) == 0  # complete copy: reused
     assert main(["data", "--preset", "paper"]) == 2
     assert "reads real data" in capsys.readouterr().err
+
+
+def test_code_version_ignores_study_outputs(tmp_path):
+    """``-dirty`` marks uncommitted code, not the results a study run writes into the checkout."""
+    import subprocess
+
+    from deap_lib.methods.runner import code_version
+
+    def git(*a):
+        subprocess.run(["git", "-C", str(tmp_path), *a], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "deap_lib").mkdir()
+    (tmp_path / "deap_lib" / "a.py").write_text("x = 1\n")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "summary.csv").write_text("run\n")
+    (tmp_path / "README.md").write_text("# r\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "c")
+    clean = code_version(tmp_path)
+    assert clean and not clean.endswith("-dirty")
+    (tmp_path / "results" / "summary.csv").write_text("run\nnew\n")
+    (tmp_path / "README.md").write_text("# r\nregenerated\n")
+    assert code_version(tmp_path) == clean
+    (tmp_path / "deap_lib" / "b.py").write_text("y = 2\n")  # untracked code counts
+    assert code_version(tmp_path) == clean + "-dirty"
+    (tmp_path / "deap_lib" / "b.py").unlink()
+    (tmp_path / "deap_lib" / "a.py").write_text("x = 2\n")
+    assert code_version(tmp_path) == clean + "-dirty"
+    assert code_version(tmp_path / "nowhere") != clean  # not a checkout: the package version

@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 
 from deap_lib import results as R
+from deap_lib.study import deployed_form
 from deap_lib.reproduce import (NOTEBOOKS, PARAMETERS, clear_stage_outputs, kernel_python, notebook_dir,
                                  notebook_parameters, reproduce)
 
@@ -26,6 +28,15 @@ EPOCHS = 2
 # per block, BatchNorm re-calibration then meets near-constant channels (running_var ~ 0) and the runner's
 # fp32 absorption check fails in ~40 % of runs (see the report to the lead); 0.5 keeps the test reliable.
 TARGET_MACS = 0.5
+#: seeds of the main runs in the executed study (the full study's default is three; two keep the test short)
+SEEDS = (0, 1)
+MAIN = ("teacher", "student", "kd", "np", "kd_np_direct", "deap")
+
+
+def _main_run(study, method, seed):
+    """Notebook 02's run folder of a main method (pruning runs carry the test's MAC budget in their tag)."""
+    tag = f"-target_macs{TARGET_MACS}" if method in ("np", "kd_np_direct", "deap") else ""
+    return study["runs"] / "quick" / f"{method}{tag}-s{seed}"
 
 
 # ------------------------------------------------------------------------------------------------ committed
@@ -55,8 +66,9 @@ def test_notebooks_match_generator():
 
 
 def test_notebook_parameters_parsed():
-    assert notebook_parameters(notebook_dir() / "02_dilemma.ipynb") == list(PARAMETERS) + ["target_macs", "sequential"]
-    assert notebook_parameters(notebook_dir() / "01_teacher.ipynb") == list(PARAMETERS) + ["convergence"]
+    assert notebook_parameters(notebook_dir() / "02_dilemma.ipynb") == list(PARAMETERS) + ["target_macs", "sequential",
+                                                                                        "seeds"]
+    assert notebook_parameters(notebook_dir() / "01_teacher.ipynb") == list(PARAMETERS) + ["convergence", "seeds"]
 
 
 def test_kernel_is_this_interpreter():
@@ -101,7 +113,7 @@ def study(tmp_path_factory):
     kw = dict(preset="quick", data_root=str(root / "data"), out=str(root / "results"), runs_dir=str(root / "runs"),
               epochs=EPOCHS, jobs=2, readme=readme, cwd=REPO, log=lambda m: None,
               parameters={"target_macs": TARGET_MACS, "latency_rounds": 2, "sequential": True,
-                          "convergence": True})
+                          "convergence": True, "seeds": list(SEEDS)})
     t0 = time.time()
     report = reproduce(**kw)
     seconds = time.time() - t0
@@ -162,6 +174,21 @@ def test_01_teacher(study):
     assert c["d_mAP_low"] - 1e-9 <= c["d_mAP"] <= c["d_mAP_high"] + 1e-9
     assert abs(c["d_mAP"] - (c["mAP_long"] - c["mAP"])) < 1e-6  # the paired point estimate is the difference
     assert (study["runs"] / "quick" / "teacher-x2-s0" / "model.pt").is_file()
+    assert r["seeds"] == list(SEEDS)
+    assert set(r["per_seed"]) == {f"{m}-s{s}" for m in ("teacher", "student") for s in SEEDS}
+    assert all(_pct(v) for v in r["per_seed"].values())
+    assert r["per_seed"]["teacher-s0"] == r["teacher_mAP"]
+
+
+def test_seeds_are_separate_runs(study):
+    """Every main method ran once per seed, each distillation run with the teacher of its own seed."""
+    for s in SEEDS:
+        for m in MAIN:
+            assert (_main_run(study, m, s) / "metrics.json").is_file(), f"{m}-s{s}"
+        kd = json.loads((_main_run(study, "kd", s) / "metrics.json").read_text())
+        assert kd["seed"] == s and kd["config"]["teacher_path"].endswith(f"teacher-s{s}/model.pt")
+    a, b = (json.loads((_main_run(study, "student", s) / "metrics.json").read_text()) for s in SEEDS)
+    assert a["forms"]["student"]["mAP"] != b["forms"]["student"]["mAP"]  # the seed changes the run
 
 
 def test_02_dilemma(study):
@@ -186,6 +213,19 @@ def test_02_dilemma(study):
         assert abs(d["d_mAP"] - (methods["deap"]["mAP"] - methods[m]["mAP"])) < 1e-6, m
         assert d["verdict"] == ("DEAP better" if d["d_low"] > 0 else "DEAP worse" if d["d_high"] < 0
                                 else "no clear difference"), m
+    st = r["seed_stats"]  # over seeds: recomputed here from the runs' own metrics files
+    assert st["seeds"] == list(SEEDS) and set(st["methods"]) == set(MAIN)
+    per = {m: [json.loads((_main_run(study, m, s) / "metrics.json").read_text()) for s in SEEDS] for m in MAIN}
+    for m, d in st["methods"].items():
+        vals = [x["forms"][deployed_form(x["forms"])]["mAP"] for x in per[m]]
+        assert d["n_seeds"] == len(SEEDS)
+        assert d["mAP_mean"] == pytest.approx(sum(vals) / len(vals)), m
+        assert d["mAP_std"] == pytest.approx(abs(vals[0] - vals[1]) / math.sqrt(2)), m  # two values, ddof 1
+        assert d["mAP_ci_low"] <= d["mAP_mean"] <= d["mAP_ci_high"], m
+    assert set(st["deap_vs"]) == set(MAIN) - {"deap"}
+    for m, d in st["deap_vs"].items():
+        assert d["d_mean"] == pytest.approx(st["methods"]["deap"]["mAP_mean"] - st["methods"][m]["mAP_mean"]), m
+        assert 0 <= d["wins"] <= len(SEEDS)
 
 
 def test_03_deap(study):
@@ -219,10 +259,12 @@ def test_tables_figures_and_readme(study):
     tables = sorted(p.stem for p in (res / "tables").glob("*.csv"))
     assert tables == sorted(p.stem for p in (res / "tables").glob("*.md"))
     assert {"00_1_dataset_stats", "01_1_teacher_student", "02_1_dilemma_table", "03_1_deap_forms",
-            "04_1_main_table", "04_3_three_forms", "04_5_latency"} <= set(tables)
+            "04_1_main_table", "04_3_three_forms", "04_5_latency", "02_5_seeds", "02_6_deap_vs_each_seeds"} <= set(tables)
     figures = {p.stem for p in (res / "figures").glob("*.png")}
     assert {"00_2_identity_grid", "01_2_training_curves", "02_2_dilemma_map", "02_3_dilemma_curves",
-            "03_2_deap_losses", "03_3_pruner_norms", "04_2_pareto", "04_4_kept_channels"} <= figures
+            "03_2_deap_losses", "03_3_pruner_norms", "04_2_pareto", "04_4_kept_channels", "02_7_seeds_map"} <= figures
+    main = pd.read_csv(res / "tables" / "04_1_main_table.csv")
+    assert set(main["seed"]) == {0}  # the main table is seed 0's; the other seeds are in 02_5
     summary = (res / "summary.csv").read_text().splitlines()
     assert summary[0].startswith("run,method,preset") and len(summary) > 10
     assert R.render_readme(study["readme"], res, check=True)

@@ -137,6 +137,18 @@ def test_render_readme_idempotent_and_check(tmp_path):
             "MACs; its mAP is 46.3 % against the teacher's 63.0 % (difference -16.7 points, 95 % paired-bootstrap "
             "interval [-18.9, -14.5]). CPU latency speed-up over the teacher: 1.75x at batch 1, 2.50x at batch 16."
             in readme.read_text())
+    # with the full study's seed statistics (notebook 02's record) the headline adds them and the verdicts
+    R.record(res, "02_dilemma", {"seed_stats": {
+        "seeds": [0, 1, 2],
+        "methods": {"deap": {"mAP_mean": 46.04, "mAP_std": 0.62, "d_teacher_mean": -16.94, "d_teacher_ci_low": -19.1,
+                             "d_teacher_ci_high": -14.8},
+                    "teacher": {"mAP_mean": 62.98, "mAP_std": 0.4}},
+        "deap_vs": {"np": {"verdict": "DEAP better"}, "kd": {"verdict": "DEAP worse"},
+                    "student": {"verdict": "no clear difference"}, "teacher": {"verdict": "DEAP worse"}}}})
+    assert R.headline(res).endswith(
+        " Over seeds 0, 1, 2 (mean ± sample std): DEAP absorbed 46.0 ± 0.6 % mAP, the teacher 63.0 ± 0.4 %; DEAP minus "
+        "the teacher of its seed -16.9 points (95 % t interval over seeds [-19.1, -14.8]). Across seeds DEAP is "
+        "better than np; worse than kd, teacher; not clearly different from student.")
 
 
 def test_render_readme_needs_markers(tmp_path):
@@ -232,6 +244,71 @@ def test_main_table_errors(tmp_path):
     df = Study("quick", runs_dir=tmp_path / "runs", verbose=False).load_runs()
     with pytest.raises(ValueError, match="no teacher"):
         R.main_table(df)
+
+
+def _seed_runs(tmp_path):
+    runs = tmp_path / "runs" / "quick"
+    for seed, (t, d, k) in enumerate([(60.0, 50.0, 52.0), (62.0, 53.0, 51.0), (64.0, 47.0, 50.0)]):
+        _fake_run(runs, f"teacher-s{seed}", "teacher", {"teacher": _form(t, 1_000_000, 400, rank1=70 + seed)},
+                  seed=seed)
+        _fake_run(runs, f"deap-s{seed}", "deap", {"unpruned": _form(99.0, 1_000_000, 400),
+                                                   "absorbed": _form(d, 250_000, 100, rank1=60 + 2 * seed)},
+                  seed=seed)
+        _fake_run(runs, f"kd-s{seed}", "kd", {"student": _form(k, 1_000_000, 400)}, seed=seed)
+    # a tagged variant (an ablation) of seed 0: a second deap run of that seed
+    _fake_run(runs, "deap-kl_weight0.0-s0", "deap", {"absorbed": _form(10.0, 250_000, 100)})
+    df = Study("quick", runs_dir=tmp_path / "runs", verbose=False).load_runs()
+    with pytest.raises(ValueError, match="several runs of one method and seed.*deap-kl_weight0.0-s0, deap-s0"):
+        R.seed_summary(df)
+    with pytest.raises(ValueError, match="several runs"):
+        R.seed_differences(df)
+    return df[df["tag"] == ""]
+
+
+def test_seed_summary_hand_computed(tmp_path):
+    df = _seed_runs(tmp_path)
+    t = R.seed_summary(df).set_index("method")
+    assert list(t.index) == ["teacher", "deap", "kd"]
+    d = t.loc["deap"]
+    assert d["form"] == "absorbed" and d["n_seeds"] == 3 and d["seeds"] == "0 1 2"
+    # deap mAP 50, 53, 47: mean 50, sample std 3, t(0.975, 2) = 4.302653 -> half width 4.302653 * 3 / sqrt(3)
+    assert d["mAP_mean"] == pytest.approx(50.0) and d["mAP_std"] == pytest.approx(3.0)
+    half = 4.302652729911275 * 3.0 / math.sqrt(3.0)
+    assert d["mAP_ci_low"] == pytest.approx(50.0 - half) and d["mAP_ci_high"] == pytest.approx(50.0 + half)
+    assert d["rank1_mean"] == pytest.approx(62.0) and d["rank1_std"] == pytest.approx(2.0)
+    assert d["params_m"] == pytest.approx(0.25) and d["macs_m"] == pytest.approx(1e-4)
+    # against the teacher of the same seed: -10, -9, -17 -> mean -12, std sqrt(((2)^2 + 3^2 + 5^2) / 2) = sqrt(19)
+    assert d["d_teacher_mean"] == pytest.approx(-12.0) and d["d_teacher_std"] == pytest.approx(math.sqrt(19.0))
+    assert t.loc["teacher", "d_teacher_mean"] == 0.0 and t.loc["teacher", "mAP_std"] == pytest.approx(2.0)
+    view = R.format_seed_summary(t.reset_index())
+    assert view.iloc[1]["mAP % mean ± std"] == "50.0 ± 3.0"
+    assert view.iloc[0]["vs same-seed teacher (pp) mean ± std"] == "reference"
+    assert view.iloc[1]["mAP 95% CI of the mean"] == f"[{50 - half:.1f}, {50 + half:.1f}]"
+    one = R.seed_summary(df[df["seed"] == 0])  # one seed: no spread, no interval (NaN, not 0)
+    assert one["n_seeds"].tolist() == [1, 1, 1] and one["mAP_std"].isna().all()
+    assert R.format_seed_summary(one).iloc[1]["mAP % mean ± std"] == "50.0"
+
+
+def test_seed_differences_hand_computed(tmp_path):
+    df = _seed_runs(tmp_path)
+    t = R.seed_differences(df, "deap").set_index("vs")
+    assert list(t.index) == ["kd", "teacher"]
+    kd = t.loc["kd"]  # 50-52, 53-51, 47-50 = -2, +2, -3
+    assert kd["per_seed"] == "-2.0 +2.0 -3.0" and kd["wins"] == 1 and kd["n_seeds"] == 3
+    assert kd["d_mean"] == pytest.approx(-1.0) and kd["d_std"] == pytest.approx(math.sqrt(7.0))
+    assert kd["d_ci_low"] < kd["d_mean"] < kd["d_ci_high"]
+
+
+def test_seed_summary_errors(tmp_path):
+    df = _seed_runs(tmp_path)
+    with pytest.raises(KeyError, match="lacks columns"):
+        R.seed_summary(pd.DataFrame({"method": []}))
+    with pytest.raises(KeyError, match="np.*methods found: deap, kd, teacher"):
+        R.seed_summary(df, methods=["teacher", "np"])
+    with pytest.raises(ValueError, match="level"):
+        R.seed_summary(df, level=95)
+    with pytest.raises(KeyError, match="no runs of 'np'"):
+        R.seed_differences(df, "np")
 
 
 # ------------------------------------------------------------------------------------------------ study

@@ -56,17 +56,26 @@ def summary_rows(metrics: Dict[str, Any]) -> List[Dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def code_version() -> str:
-    """``git describe`` of the working tree (``-dirty`` when it has uncommitted changes), else the package version."""
+#: the tracked paths that make up the code (``results/``, the README and data are outputs, not code)
+CODE_PATHS = ("deap_lib", "notebooks", "benchmarks", "pyproject.toml", "environment.yml", "Makefile")
+
+
+def code_version(root: Optional[Union[str, Path]] = None) -> str:
+    """``git describe`` of the checkout at ``root`` (default: this package's), with ``-dirty`` when the code
+    (:data:`CODE_PATHS`) has uncommitted changes; the study's own outputs (``results/``, the README section)
+    do not count. Without git, the package version."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[2]
     try:
-        root = Path(__file__).resolve().parents[2]
-        out = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty", "--tags"],
+        out = subprocess.run(["git", "-C", str(root), "describe", "--always", "--tags"],
                              capture_output=True, text=True, timeout=10)
-        if out.returncode == 0 and out.stdout.strip():
-            return out.stdout.strip()
+        if out.returncode != 0 or not out.stdout.strip():
+            return __version__
+        st = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=normal", "--",
+                             *CODE_PATHS], capture_output=True, text=True, timeout=10)
+        dirty = st.returncode != 0 or bool(st.stdout.strip())
+        return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        pass
-    return __version__
+        return __version__
 
 
 def resolve_device(name: str) -> torch.device:
