@@ -47,9 +47,11 @@ reproduce: $(STAMP)
 reproduce-full: $(STAMP)
 	$(PY) -m deap_lib reproduce --full --preset $(PRESET) --dataset $(DATASET) $(if $(DATA),--data $(DATA),) --out $(OUT) $(if $(filter 1,$(FORCE)),--force,)
 
+# Jupyter refuses to start as root without --allow-root (containers and CI machines often run as root).
+LAB_ARGS ?=
 lab: $(STAMP)
 	$(PY) -m ipykernel install --sys-prefix --name deap-study --display-name "deap-study (.venv)"
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root,) $(LAB_ARGS)
 
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

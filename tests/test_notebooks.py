@@ -301,3 +301,44 @@ def test_03_full_ablation(study):
     assert {"deap-arkd_alpha0.0-s0", "deap-kl_weight0.0-s0", "deap-proximalTrue-s0"} <= runs
     assert {"03_4_deap_ablation", "03_5_deap_ablation_map"} <= {p.stem for p in (out / "tables").glob("*.csv")} | \
         {p.stem for p in (out / "figures").glob("*.png")}
+
+
+def test_make_lab_serves_the_notebooks(tmp_path):
+    """``make lab`` starts JupyterLab on the notebooks folder with the project kernel registered (as root too)."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import urllib.request
+
+    if not (REPO / ".venv" / "bin" / "jupyter").is_file() or Path(sys.executable).parent != REPO / ".venv" / "bin":
+        pytest.skip("make lab runs the project's .venv; this suite runs another interpreter")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = "deap-lab-test"
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg")}
+    proc = subprocess.Popen(["make", "-s", "-C", str(REPO), "lab",
+                             f"LAB_ARGS=--no-browser --ip=127.0.0.1 --port={port} --ServerApp.token={token}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    try:
+        deadline, names, specs = time.time() + 60, None, None
+        while time.time() < deadline and names is None:
+            if proc.poll() is not None:
+                pytest.fail(f"make lab exited with status {proc.returncode}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/contents?token={token}", timeout=2) as r:
+                    names = {c["name"] for c in json.load(r)["content"]}
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/kernelspecs?token={token}", timeout=2) as r:
+                    specs = set(json.load(r)["kernelspecs"])
+            except OSError:
+                time.sleep(0.5)
+        assert names is not None, "JupyterLab did not answer within 60 s"
+        assert {f"{n}.ipynb" for n in NOTEBOOKS} <= names
+        assert "deap-study" in specs
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
