@@ -22,14 +22,8 @@ from deap_lib.methods.runner import build_student
 from deap_lib.models import build_model
 
 
-def _step(model, method, teacher, x, pids, opt) -> None:
-    out_s = model(x)
-    with torch.no_grad():
-        out_t = teacher.forward_features(x) if teacher is not None else None
-    if method.needs_teacher:
-        terms = method.loss_terms(model, out_s, out_t, pids)
-    else:
-        terms = method.task_terms(out_s, pids)
+def _step(method, x, pids, opt) -> None:
+    terms = method.forward_train((x, pids))
     opt.zero_grad(set_to_none=True)
     sum(terms.values()).backward()
     opt.step()
@@ -44,7 +38,8 @@ def run(preset: str = "cpu", threads: int = 1, repeats: int = 7, num_classes: in
     teacher.requires_grad_(False)
     plain = build_student(cfg, num_classes, None).train()
     deap = build_student(cfg, num_classes, "deap").train()
-    student_m, deap_m = METHODS.get("student")(cfg), METHODS.get("deap")(cfg)
+    student_m = METHODS.get("student")(cfg, plain)
+    deap_m = METHODS.get("deap")(cfg, deap, teacher)
     b = cfg.data.ids_per_batch * cfg.data.num_instances
     x = torch.randn(b, 3, *cfg.model.input_size)
     pids = torch.arange(cfg.data.ids_per_batch).repeat_interleave(cfg.data.num_instances)
@@ -52,12 +47,12 @@ def run(preset: str = "cpu", threads: int = 1, repeats: int = 7, num_classes: in
     opt_d = torch.optim.SGD(deap.parameters(), lr=1e-3, momentum=0.9)
 
     def baseline():  # student step (CE + triplet) + the teacher forward it would need
-        _step(plain, student_m, None, x, pids, opt_p)
+        _step(student_m, x, pids, opt_p)
         with torch.no_grad():
             teacher.forward_features(x)
 
     def deap_step():
-        _step(deap, deap_m, teacher, x, pids, opt_d)
+        _step(deap_m, x, pids, opt_d)
 
     times = {"baseline": [], "deap": []}
     for fn in (baseline, deap_step):  # warm-up

@@ -16,7 +16,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     """Generate a preset's embedded synthetic dataset (reused when a complete copy with the same settings
     is there)."""
     from .methods import get_preset
-    from .methods.presets import ensure_synthetic
+    from .data.synthetic import ensure_synthetic
 
     d = get_preset(args.preset, "teacher").data
     if not d.synthetic:
@@ -87,34 +87,58 @@ def cmd_readme(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from .config import apply_overrides, parse_set_args
-    from .methods import get_preset, run
+def _user_error(e: BaseException) -> int:
+    """Print a user error as ``error: ...`` (no traceback) and return the exit status 2."""
+    msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+    print(f"error: {msg}", file=sys.stderr)
+    return 2
 
-    cfg = get_preset(args.preset, args.method)
-    overrides = parse_set_args(args.set or [])
-    if args.data:
-        overrides["data.root"] = args.data
-        if args.data != cfg.data.root:
-            overrides["data.synthetic"] = ""  # a user-given root holds real data
-    if args.dataset:
-        overrides["data.dataset"] = args.dataset
-    if args.teacher:
-        overrides["teacher_path"] = args.teacher
-    if args.seed is not None:
-        overrides["seed"] = str(args.seed)
-    if args.epochs is not None:
-        overrides["optim.epochs"] = str(args.epochs)
-    if args.device:
-        overrides["device"] = args.device
-    apply_overrides(cfg, overrides)
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train and evaluate one method; under ``torchrun`` every process is one DDP rank."""
+    from .config import apply_overrides, parse_set_args
+    from .data import DatasetFormatError, DatasetNotFoundError
+    from .engine.distributed import cleanup_distributed, init_distributed, is_main_process
+    from .methods import UserError, get_preset, run
+    from .methods.runner import check_run
+
+    try:
+        cfg = get_preset(args.preset, args.method)
+        overrides = parse_set_args(args.set or [])
+        if args.data:
+            overrides["data.root"] = args.data
+            if args.data != cfg.data.root and "data.synthetic" not in overrides:
+                overrides["data.synthetic"] = ""  # a user-given root holds real data
+        if args.dataset:
+            overrides["data.dataset"] = args.dataset
+        if args.teacher:
+            overrides["teacher_path"] = args.teacher
+        if args.seed is not None:
+            overrides["seed"] = str(args.seed)
+        if args.epochs is not None:
+            overrides["optim.epochs"] = str(args.epochs)
+        if args.device:
+            overrides["device"] = args.device
+        apply_overrides(cfg, overrides)
+        check_run(cfg)
+    except (KeyError, ValueError) as e:
+        return _user_error(e)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        init_distributed(device=None if cfg.device == "auto" else cfg.device)
     out = args.out or os.path.join("runs", cfg.preset, f"{cfg.method}-s{cfg.seed}")
-    metrics = run(cfg, out, resume=args.resume, force=args.force, summary_csv=args.summary,
-                  progress=not args.no_progress)
+    try:
+        metrics = run(cfg, out, resume=args.resume, force=args.force, summary_csv=args.summary,
+                      progress=not args.no_progress)
+    except (UserError, FileExistsError, DatasetNotFoundError, DatasetFormatError) as e:
+        return _user_error(e)
+    finally:
+        cleanup_distributed()
+    if not is_main_process() or "forms" not in metrics:
+        return 0
     for form, r in metrics["forms"].items():
         print(f"{form:>18}: mAP {r['mAP_text']}  rank1 {r['rank1_text']}  "
               f"params {r['params_no_classifier'] / 1e6:.3f} M  MACs {r['macs'] / 1e6:.1f} M")
@@ -124,6 +148,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m deap_lib", description=__doc__)
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE",
+                   help="import this first (it may register methods, models, datasets); also $DEAP_PLUGINS")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("data", help="generate the embedded synthetic VeRi-format dataset")
@@ -139,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_baseline)
 
     t = sub.add_parser("train", help="train + evaluate one method (writes DIR/metrics.json)")
-    t.add_argument("--method", required=True, help="teacher, student, kd, np, deap, kd_np_direct, kd_then_np, np_then_kd")
+    t.add_argument("--method", required=True, help="teacher, student, kd, np, deap, kd_np_direct, kd_then_np, "
+                   "np_then_kd, or one a plugin registers")
     t.add_argument("--preset", default="cpu", help="quick, cpu, paper")
     t.add_argument("--data", default=None, help="dataset root (default: the preset's)")
     t.add_argument("--dataset", default=None, help="dataset name (default: the preset's)")
@@ -185,7 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from .plugins import load_plugins
+
     args = build_parser().parse_args(argv)
+    try:
+        load_plugins(args.plugin)
+    except (ImportError, OSError, SyntaxError) as e:
+        return _user_error(e)
     return int(args.func(args) or 0)
 
 

@@ -38,9 +38,10 @@ from torch import Tensor, nn
 
 from .export import load_compact, save_compact  # noqa: F401  (re-exported; the interface spec lists them here)
 from .models import build_model
-from .models.blocks import BasicBlock, Bottleneck
 from .models.convbn import ConvBN
+from .models.gates import group_norms
 from .models.resnet import ReIDNet
+from .pruning import keep_mask, widths_for
 
 #: Default verification tolerance: max |f_pruned - f_absorbed| / max |f_pruned|, both evaluated in float64.
 DEFAULT_TOL = 1e-6
@@ -50,99 +51,41 @@ CHECK_BATCH = 2
 
 # ------------------------------------------------------------------------------------------ channel selection
 def select_channels(norms: Tensor, threshold: float, min_channels: int = 1, relative: bool = False) -> Tensor:
-    """Indices (ascending) of channels to keep: ``norm >= threshold`` (x max norm if ``relative``); at least
-    ``min_channels`` (the largest norms, ties -> lower index) if fewer survive."""
-    if min_channels < 1:
-        raise ValueError(f"min_channels must be >= 1, got {min_channels}")
-    if threshold < 0:
-        raise ValueError(f"threshold must be >= 0, got {threshold}")
-    norms = norms.detach().double().flatten()
-    thr = threshold * float(norms.max()) if relative else threshold
-    keep = torch.nonzero(norms >= thr).flatten()
-    if keep.numel() < min_channels:
-        k = min(min_channels, norms.numel())
-        keep = torch.argsort(norms, descending=True, stable=True)[:k]
-    return torch.sort(keep).values
+    """Indices (ascending) of channels to keep under :func:`deap_lib.pruning.keep_mask` (in float64)."""
+    m = keep_mask(norms.detach().double().flatten(), threshold, relative=relative, min_channels=min_channels)
+    return torch.nonzero(m).flatten()
 
 
-def _col_norms(w: Tensor) -> Tensor:
-    return w.detach().double().pow(2).sum(dim=(0, 2, 3)).sqrt()
+def _block_keep(block: nn.Module, threshold: float, min_channels: int, relative: bool,
+                masks: Optional[Sequence[Tensor]] = None) -> List[Tensor]:
+    """Kept index tensors, one per entry of ``block.widths``: from ``masks`` (one per gate) when given, else
+    the threshold rule on the norms of the block's PCP gates (a plain block keeps everything)."""
+    keep = [torch.arange(w) for w in block.widths]
+    gates = block.gates()
+    if masks is None and block.pcp is None:
+        return keep
+    for i, gate in enumerate(gates):
+        if masks is not None:
+            m = masks[i].detach().cpu()
+        else:
+            m = keep_mask(group_norms(gate.parts, dtype=torch.float64).detach().cpu(), threshold, relative=relative,
+                          min_channels=min_channels)
+        keep[gate.index] = torch.nonzero(m).flatten()
+    return keep
 
 
-def _row_norms(w: Tensor) -> Tensor:
-    return w.detach().double().pow(2).sum(dim=(1, 2, 3)).sqrt()
-
-
-def _output_pruner(block: nn.Module) -> Optional[nn.Conv2d]:
-    """The row-pruned (output-side) pruner of a block: DEAP pruner2 or CDD compactor."""
-    return block.pruner2 if block.pruner2 is not None else block.compactor
-
-
-def _block_keep(block: nn.Module, threshold: float, min_channels: int, relative: bool) -> List[Tensor]:
-    """Kept index tensors, one per entry of ``block.widths``."""
-    def sel(norms: Tensor) -> Tensor:
-        return select_channels(norms, threshold, min_channels, relative)
-
-    if block.pcp is None:
-        return [torch.arange(w) for w in block.widths]
-    post = _output_pruner(block)
-    if isinstance(block, Bottleneck):
-        keep1 = sel(_col_norms(block.pruner1.weight)) if block.pruner1 is not None \
-            else torch.arange(block.widths[0])
-        return [keep1, sel(_row_norms(post.weight))]
-    if isinstance(block, BasicBlock):
-        return [sel(_row_norms(post.weight))]
-    raise TypeError(f"unsupported block type {type(block).__name__}")
-
-
-# ------------------------------------------------------------------------------------------ copying helpers
 def _rebuild(model: ReIDNet, **overrides: Any) -> ReIDNet:
     """A freshly built network with ``model``'s config (plus overrides) on its device and dtype."""
     ref = next(model.parameters())
     return build_model(**{**model.config, **overrides}).to(device=ref.device, dtype=ref.dtype)
 
 
-@torch.no_grad()
-def _copy_out(dst: ConvBN, src: ConvBN, idx: Tensor) -> None:
-    """Copy a ConvBN keeping only output channels ``idx`` (conv rows, conv bias and BN entries)."""
-    idx = idx.to(src.conv.weight.device)
-    dst.conv.weight.copy_(src.conv.weight[idx])
-    if src.conv.bias is not None:
-        dst.conv.bias.copy_(src.conv.bias[idx])
-    if isinstance(src.bn, nn.BatchNorm2d):
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            getattr(dst.bn, name).copy_(getattr(src.bn, name)[idx])
-        dst.bn.num_batches_tracked.copy_(src.bn.num_batches_tracked)
-
-
-@torch.no_grad()
-def _copy_in(dst: ConvBN, src: ConvBN, idx: Tensor) -> None:
-    """Copy a ConvBN keeping only input channels ``idx`` (conv columns); bias / BN copied whole."""
-    dst.conv.weight.copy_(src.conv.weight[:, idx.to(src.conv.weight.device)])
-    if src.conv.bias is not None:
-        dst.conv.bias.copy_(src.conv.bias)
-    dst.bn.load_state_dict(src.bn.state_dict())
-
-
-@torch.no_grad()
-def _copy_pruned_block(dst: nn.Module, src: nn.Module, keep: List[Tensor]) -> None:
-    """Copy a PCP block into its narrower rebuild ``dst`` keeping the channels ``keep`` (see module doc)."""
-    dev = src.conv1.conv.weight.device
-    keep = [k.to(dev) for k in keep]
-    dst.shortcut.load_state_dict(src.shortcut.state_dict())
-    if isinstance(src, Bottleneck):
-        k1, k3 = keep
-        _copy_out(dst.conv1, src.conv1, k1)
-        if src.pruner1 is not None:
-            dst.pruner1.weight.copy_(src.pruner1.weight[:, k1])
-        dst.conv2.load_state_dict(src.conv2.state_dict())  # CDD: k1 keeps every conv1 channel
-        _output_pruner(dst).weight.copy_(_output_pruner(src).weight[k3])
-        _copy_in(dst.conv3, src.conv3, k3)
-    else:
-        (k,) = keep
-        dst.conv1.load_state_dict(src.conv1.state_dict())
-        _output_pruner(dst).weight.copy_(_output_pruner(src).weight[k])
-        _copy_in(dst.conv2, src.conv2, k)
+def _replace_blocks(dst: ReIDNet, blocks: Sequence[nn.Module]) -> None:
+    i = 0
+    for stage in dst.backbone.stages():
+        for j in range(len(stage)):
+            stage[j] = blocks[i]
+            i += 1
 
 
 # ------------------------------------------------------------------------------------------ prune
@@ -157,102 +100,52 @@ class BlockWidths:
     kept: Tuple[int, ...]
 
 
-def _prune_with_plan(model: ReIDNet, threshold: float, min_channels: int, relative: bool
-                     ) -> Tuple[ReIDNet, List[BlockWidths]]:
-    plan: List[Tuple[str, nn.Module, List[Tensor]]] = []
-    for name, block in model.named_blocks():
-        plan.append((name, block, _block_keep(block, threshold, min_channels, relative)))
+def _prune_with_plan(model: ReIDNet, threshold: float, min_channels: int, relative: bool,
+                     masks: Optional[Sequence[Sequence[Tensor]]] = None) -> Tuple[ReIDNet, List[BlockWidths]]:
+    named = list(model.named_blocks())
+    if masks is not None:
+        widths_for(model, masks)  # one entry per block, one mask per gate
+    plan = [(name, block, _block_keep(block, threshold, min_channels, relative,
+                                      None if masks is None else masks[i]))
+            for i, (name, block) in enumerate(named)]
     widths = [[int(k.numel()) for k in keep] for _, _, keep in plan]
     pruned = _rebuild(model, widths=widths)
     with torch.no_grad():
         pruned.backbone.stem.load_state_dict(model.backbone.stem.state_dict())
         pruned.head.load_state_dict(model.head.state_dict())
-        for (_, src, keep), (_, dst) in zip(plan, pruned.named_blocks()):
-            _copy_pruned_block(dst, src, keep)
+        _replace_blocks(pruned, [block.pruned(keep) for _, block, keep in plan])
     pruned.train(model.training)
     rows = [BlockWidths(name, blk.kind, blk.pcp, tuple(blk.widths), tuple(w))
             for (name, blk, _), w in zip(plan, widths)]
     return pruned, rows
 
 
-def _require_pcp(model: ReIDNet, what: str) -> None:
+def _check_model(model: Any, what: str) -> None:
     if not isinstance(model, ReIDNet):
         raise TypeError(f"{what} expects a deap_lib.models.ReIDNet, got {type(model).__name__}")
-    if model.config.get("pcp") is None:
-        raise ValueError(f"{what}: the model has no PCP units (pcp=None); there is nothing to prune. "
-                         f"Use to_deploy(model) for BN folding only.")
+    if model.config.get("deploy"):
+        raise ValueError(f"{what}: the model is already in deploy form (BN folded); cut the training form")
 
 
-def prune(model: ReIDNet, threshold: float = 1e-3, min_channels: int = 1, relative: bool = False) -> ReIDNet:
-    """The pruned-but-not-absorbed training-form model: PCP units and BN kept, channels whose pruner norm is
-    below ``threshold`` removed (with their conv1 outputs / conv3 inputs). Rebuilt from per-block ``widths``
-    (``model.config["widths"]``); same device, dtype and train/eval mode as ``model``."""
-    _require_pcp(model, "prune")
-    return _prune_with_plan(model, threshold, min_channels, relative)[0]
+def prune(model: ReIDNet, threshold: float = 1e-3, min_channels: int = 1, relative: bool = False, *,
+          masks: Optional[Sequence[Sequence[Tensor]]] = None) -> ReIDNet:
+    """The pruned-but-not-absorbed training-form model: gates and BN kept, removed channels cut from every
+    layer they couple (each block's :meth:`pruned`). ``masks`` (one bool vector per gate of every block,
+    :mod:`deap_lib.pruning`) chooses the channels for any kind of block, plain BN-gated ones included;
+    without masks a channel goes when its PCP gate norm is below ``threshold`` (plain blocks are kept).
+    Rebuilt from per-block ``widths`` (``model.config["widths"]``); same device, dtype and mode."""
+    _check_model(model, "prune")
+    if masks is None and model.config.get("pcp") is None:
+        raise ValueError("prune: the model has no PCP units (pcp=None), so a threshold selects nothing; pass "
+                         "masks= (e.g. from deap_lib.pruning on its BN gates) or use to_deploy(model) for BN "
+                         "folding only.")
+    return _prune_with_plan(model, threshold, min_channels, relative, masks)[0]
 
 
 # ------------------------------------------------------------------------------------------ deploy
-@torch.no_grad()
 def fold_bn(cb: ConvBN) -> Tuple[Tensor, Tensor]:
-    """``(W', b')`` in float64 of a ConvBN with its BatchNorm (eval statistics, its own eps) folded in.
-    An already folded (deploy) ConvBN returns its weight and bias."""
-    w = cb.conv.weight.double()
-    b = cb.conv.bias.double() if cb.conv.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64,
-                                                                           device=w.device)
-    bn = cb.bn
-    if isinstance(bn, nn.BatchNorm2d):
-        if bn.running_mean is None:
-            raise ValueError("fold_bn: BatchNorm2d without running statistics cannot be folded")
-        scale = torch.rsqrt(bn.running_var.double() + bn.eps)
-        if bn.weight is not None:
-            scale = scale * bn.weight.double()
-        shift = bn.bias.double() if bn.bias is not None else torch.zeros_like(scale)
-        w = w * scale.reshape(-1, 1, 1, 1)
-        b = shift + (b - bn.running_mean.double()) * scale
-    elif not isinstance(bn, nn.Identity):
-        raise TypeError(f"fold_bn: unsupported normalisation {type(bn).__name__}")
-    return w, b
-
-
-def _merge_in(k: Tensor, pruner: nn.Conv2d) -> Tensor:
-    """Input-side merge ``K_a[o, c] = sum_m K[o, m] P[m, c]``."""
-    return torch.einsum("omhw,mc->ochw", k, pruner.weight.double()[:, :, 0, 0])
-
-
-def _merge_out(k: Tensor, b: Tensor, pruner: nn.Conv2d) -> Tuple[Tensor, Tensor]:
-    """Output-side merge ``K[o', c] = sum_o P[o', o] K[o, c]``, ``b = P b`` (shape (C',))."""
-    p = pruner.weight.double()[:, :, 0, 0]
-    return torch.einsum("po,ochw->pchw", p, k), (p @ b).reshape(-1)
-
-
-@torch.no_grad()
-def _set(dst: ConvBN, w: Tensor, b: Tensor) -> None:
-    if tuple(dst.conv.weight.shape) != tuple(w.shape) or dst.conv.bias is None:
-        raise RuntimeError(f"absorb: deploy conv expects weight {tuple(dst.conv.weight.shape)}, got {tuple(w.shape)}")
-    dst.conv.weight.copy_(w.to(dst.conv.weight.dtype))
-    dst.conv.bias.copy_(b.reshape(-1).to(dst.conv.bias.dtype))
-
-
-@torch.no_grad()
-def _deploy_block(dst: nn.Module, src: nn.Module) -> None:
-    if not isinstance(src.shortcut, nn.Identity):
-        _set(dst.shortcut, *fold_bn(src.shortcut))
-    post = _output_pruner(src)
-    if isinstance(src, Bottleneck):
-        _set(dst.conv1, *fold_bn(src.conv1))
-        k, b = fold_bn(src.conv2)
-        if src.pruner1 is not None:
-            k = _merge_in(k, src.pruner1)
-        if post is not None:
-            k, b = _merge_out(k, b, post)
-        _set(dst.conv2, k, b)
-        _set(dst.conv3, *fold_bn(src.conv3))
-    else:
-        k, b = fold_bn(src.conv1)
-        if post is not None:
-            k, b = _merge_out(k, b, post)
-        _set(dst.conv1, k, b)
-        _set(dst.conv2, *fold_bn(src.conv2))
+    """``(W', b')`` in float64 of a ConvBN with its BatchNorm folded in (:meth:`ConvBN.fold`)."""
+    return cb.fold()
 
 
 def _full_widths(model: ReIDNet) -> List[Tuple[int, ...]]:
@@ -260,17 +153,17 @@ def _full_widths(model: ReIDNet) -> List[Tuple[int, ...]]:
 
 
 def to_deploy(model: ReIDNet) -> ReIDNet:
-    """Deploy form of ``model`` without pruning (BN folded, pruners merged; a teacher: BN folding only).
-    Returns a new ``build_model(..., pcp=None, widths=..., deploy=True)`` network in eval mode."""
+    """Deploy form of ``model`` without pruning: every block's :meth:`fused` form (BN folded, pruners
+    merged; a teacher: BN folding only). A new ``build_model(..., pcp=None, widths=..., deploy=True)``
+    network in eval mode."""
     if not isinstance(model, ReIDNet):
         raise TypeError(f"to_deploy expects a deap_lib.models.ReIDNet, got {type(model).__name__}")
     widths = [list(w) for w in model.block_widths()]
     if [tuple(w) for w in widths] == _full_widths(model):
         widths = None
     deploy = _rebuild(model, pcp=None, widths=widths, deploy=True)
-    _set(deploy.backbone.stem, *fold_bn(model.backbone.stem))
-    for (_, src), (_, dst) in zip(model.named_blocks(), deploy.named_blocks()):
-        _deploy_block(dst, src)
+    deploy.backbone.stem.set_folded(*model.backbone.stem.fold())
+    _replace_blocks(deploy, [block.fused() for _, block in model.named_blocks()])
     deploy.head.load_state_dict(model.head.state_dict())
     return deploy.eval()
 
@@ -356,10 +249,12 @@ def _profile_forms(forms: Dict[str, nn.Module], input_size: Tuple[int, int, int]
 
 def absorb(model: ReIDNet, threshold: float = 1e-3, min_channels: int = 1, *, relative: bool = False,
            check: bool = True, tol: float = DEFAULT_TOL, verify_tol: Optional[float] = None,
-           input_size: Sequence[int] = (3, 64, 64), profile: bool = True) -> Tuple[ReIDNet, AbsorbReport]:
+           input_size: Sequence[int] = (3, 64, 64), profile: bool = True,
+           masks: Optional[Sequence[Sequence[Tensor]]] = None) -> Tuple[ReIDNet, AbsorbReport]:
     """Prune (PCP models) and absorb into a deploy model; returns ``(deploy_model, AbsorbReport)``.
 
-    ``threshold=0`` keeps every channel (the unpruned deploy form). A ``pcp=None`` model is only BN-folded.
+    ``threshold=0`` keeps every channel (the unpruned deploy form). A ``pcp=None`` model is only BN-folded
+    unless ``masks`` choose channels of its gates (as for :func:`prune`, any kind of block).
     ``check=True`` compares the deploy model with the pruned, not absorbed model (eval-mode embeddings) on a
     seeded random batch of ``CHECK_BATCH`` images of ``input_size`` and raises ``RuntimeError`` if the
     relative difference ``max|f_p - f_a| / max|f_p|`` (both models in float64) exceeds ``tol`` (default 1e-6;
@@ -369,15 +264,17 @@ def absorb(model: ReIDNet, threshold: float = 1e-3, min_channels: int = 1, *, re
         raise TypeError(f"absorb expects a deap_lib.models.ReIDNet, got {type(model).__name__}")
     tol = tol if verify_tol is None else verify_tol
     input_size = tuple(int(v) for v in input_size)
-    if model.config.get("pcp") is not None:
-        pruned, rows = _prune_with_plan(model, threshold, min_channels, relative)
+    if model.config.get("deploy"):
+        raise ValueError("absorb: the model is already in deploy form")
+    if model.config.get("pcp") is not None or masks is not None:
+        pruned, rows = _prune_with_plan(model, threshold, min_channels, relative, masks)
     else:
         pruned = model
         rows = [BlockWidths(n, b.kind, b.pcp, tuple(b.widths), tuple(b.widths)) for n, b in model.named_blocks()]
     deploy = to_deploy(pruned)
     report = AbsorbReport(threshold=threshold, min_channels=min_channels, relative=relative,
                           input_size=input_size, blocks=rows, tol=tol)
-    if model.config.get("pcp") is None:
+    if model.config.get("pcp") is None and masks is None:
         report.notes.append("pcp=None: BN folding only, no channel pruned")
     if check:
         # The identity is checked in float64 (pruned vs absorbed, both in double), so a channel whose BN
@@ -403,7 +300,6 @@ def deploy_forms(model: ReIDNet, threshold: float = 1e-3, min_channels: int = 1,
                  ) -> Dict[str, ReIDNet]:
     """The paper's three evaluated forms of a PCP student (METHODS 1.9): ``unpruned_deploy`` (a),
     ``pruned`` (b, not absorbed) and ``absorbed`` (c = deploy form of b; compare with :func:`verify`)."""
-    _require_pcp(model, "deploy_forms")
     pruned = prune(model, threshold, min_channels, relative)
     return {"unpruned_deploy": to_deploy(model), "pruned": pruned, "absorbed": to_deploy(pruned)}
 

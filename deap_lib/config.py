@@ -101,6 +101,9 @@ class RunConfig:
     teacher_bn_mode: str = "eval"  # "eval" (correct) | "train" (released code's quirk)
     eval_every: int = 0  # evaluate every N epochs (0: only at the end)
     notes: str = ""
+    #: the method's own settings (``args.<key>=value``), checked against its ``Args`` dataclass when the
+    #: method is built: a new method brings its keys in its own file, not here
+    args: Dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -134,6 +137,16 @@ def _coerce(value: Any, current: Any, key: str) -> Any:
     return value
 
 
+def _literal(value: Any) -> Any:
+    """A command-line string parsed as a Python literal when it is one (``"0.5"`` -> 0.5), else kept."""
+    if isinstance(value, str):
+        try:
+            return ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return value
+    return value
+
+
 def apply_overrides(cfg: Any, overrides: Dict[str, Any], prefix: str = "") -> Any:
     """Set ``cfg`` fields from a flat ``{"optim.lr": 0.1}`` or nested ``{"optim": {"lr": 0.1}}`` dict."""
     for key, value in overrides.items():
@@ -143,7 +156,15 @@ def apply_overrides(cfg: Any, overrides: Dict[str, Any], prefix: str = "") -> An
         if head not in fields:
             raise KeyError(f"unknown config key '{full}'; valid keys here: {', '.join(sorted(fields))}")
         current = getattr(cfg, head)
-        if dataclasses.is_dataclass(current):
+        if isinstance(current, dict):  # a free-form section (``args``): checked by whoever reads it
+            if rest:
+                current[rest] = _literal(value)
+            elif isinstance(value, dict):
+                current.clear()
+                current.update({str(k): _literal(v) for k, v in value.items()})
+            else:
+                raise ValueError(f"config key '{full}' is a section; give a dict or '{full}.<key>=value'")
+        elif dataclasses.is_dataclass(current):
             if rest:
                 apply_overrides(current, {rest: value}, full + ".")
             elif isinstance(value, dict):

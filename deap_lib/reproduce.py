@@ -139,7 +139,7 @@ def reproduce(preset: str = "cpu", dataset: Optional[str] = None, data_root: Opt
     notebooks whose parameters cell defines them (and part of their stamps); a name no notebook defines is
     an error."""
     from .methods import get_preset
-    from .methods.runner import code_version
+    from .records import code_version
     from .results import record, render_readme
 
     cwd = Path(cwd) if cwd is not None else Path.cwd()

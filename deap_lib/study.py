@@ -30,7 +30,7 @@ import numpy as np
 
 from .config import RunConfig
 from .engine.checkpoint import config_diff
-from .methods.runner import SUMMARY_FORMS, append_summary, summary_rows  # noqa: F401 (re-exported)
+from .records import SUMMARY_FORMS, append_summary, summary_rows  # noqa: F401 (re-exported)
 
 PathLike = Union[str, "os.PathLike[str]"]
 RUN_LOG = "run.log"
@@ -119,7 +119,7 @@ def _synthetic_matches(root: Path, name: str) -> bool:
     from dataclasses import asdict
 
     from .data.synthetic import GENERATOR_VERSION
-    from .methods.presets import synthetic_config
+    from .data.synthetic import synthetic_config
 
     meta = root / "meta.json"
     if not meta.is_file():
@@ -300,7 +300,7 @@ class Study:
         """Generate the preset's synthetic dataset if needed (in this process, before any run starts) and
         return the parsed dataset."""
         from .data import build_dataset
-        from .methods.presets import ensure_synthetic
+        from .data.synthetic import ensure_synthetic
 
         d = self.config("teacher").data
         root = self._abs(d.root)
@@ -344,14 +344,13 @@ class Study:
         """Rough relative training cost (epochs x per-epoch weight), to start the longest runs first: a
         teacher forward adds ~35 % to a step, PCP pruners and the pruning bookkeeping ~15 %; a two-stage method
         trains ``stage_frac`` of the epochs twice, half of them with a teacher."""
-        from .methods import METHODS, Sequential
+        from .methods import METHODS
 
-        cls = METHODS.get(job.spec.method)
-        epochs = float(job.cfg.optim.epochs)
-        if isinstance(cls, type) and issubclass(cls, Sequential):
-            return 2 * epochs * job.cfg.optim.stage_frac * 1.35
-        return epochs * (1.0 + 0.35 * bool(getattr(cls, "needs_teacher", False))
-                         + 0.15 * bool(getattr(cls, "prunes", False)))
+        cost = 0.0
+        for stage in METHODS.get(job.spec.method).stages(job.cfg):
+            cls = stage.method
+            cost += stage.cfg.optim.epochs * (1.0 + 0.35 * bool(cls.needs_teacher) + 0.15 * bool(cls.prunes))
+        return cost
 
     def _log(self, msg: str) -> None:
         if self.verbose:

@@ -293,3 +293,52 @@ def test_report_contents():
     d = report.to_dict()
     assert d["blocks"][0]["name"] == "stage1.0" and d["kept_fraction"] == report.kept_fraction()
     assert "stage4.1" in report.table()
+
+
+# ------------------------------------------------------------------------------------------ every kind of gate
+@pytest.mark.parametrize("arch", ["resnet50", "resnet18"])
+@pytest.mark.parametrize("pcp", ["deap", "cdd", None])  # None: a plain network gated by its BN (gamma, beta)
+def test_every_gate_kind_is_cut_and_absorbed_exactly_by_the_same_functions(arch, pcp):
+    """DEAP pruners, the CDD compactor and BN gates of a plain student go through one path: scores
+    (group_scores) -> selection (select_and_prune, MACs budget) -> cut (prune) -> absorb. The reference is
+    independent of the cut: the original network with the dropped groups zeroed (apply_masks), in float64."""
+    from deap_lib.compression import select_and_prune
+    from deap_lib.pruning import apply_masks, group_scores, top_fraction_masks
+
+    torch.manual_seed(0)
+    model = _randomise(build_model(arch, 7, width=W, pcp=pcp, embed_dim=16)).double().eval()
+    if pcp is None:  # distinct random BN gates, so the selection has something to rank
+        g = torch.Generator().manual_seed(3)
+        with torch.no_grad():
+            for _, blk in model.named_blocks():
+                for gate in blk.gates():
+                    for t, _ in gate.parts:
+                        t.mul_(0.2 + torch.rand(t.shape, generator=g, dtype=t.dtype))
+    scores = group_scores(model)
+    assert all(len(pair) == len(blk.gates()) for pair, (_, blk) in zip(scores, model.named_blocks()))
+    size = (3, 32, 32)
+    pruned, rule = select_and_prune(model, scores, threshold=0.0, target_macs=0.5, input_size=size,
+                                    allocation="uniform")
+    masks = top_fraction_masks(scores, rule["keep_fraction"])
+    reference = apply_masks(model, masks).eval()  # the gated network with the dropped groups zeroed
+    x = torch.randn(3, *size, dtype=torch.float64)
+    with torch.no_grad():
+        ref = reference(x)
+        assert (pruned.eval()(x) - ref).abs().max().item() <= 1e-10 * ref.abs().max().item()
+    deploy, report = absorb(pruned, threshold=0.0, input_size=size, profile=False)
+    assert report.verification["max_rel"] < 1e-10
+    with torch.no_grad():
+        assert (deploy(x) - ref).abs().max().item() <= 1e-10 * ref.abs().max().item()
+    assert deploy.config["deploy"] and deploy.config["pcp"] is None
+    assert rule["achieved_macs_fraction"] <= 0.5
+    kept = sum(sum(w) for w in deploy.block_widths())
+    assert kept < sum(sum(w) for w in model.block_widths())
+
+
+def test_prune_by_threshold_needs_pruners_or_masks():
+    plain = build_model("resnet50", 7, width=W, embed_dim=16)
+    with pytest.raises(ValueError, match="masks="):
+        prune(plain, threshold=1e-3)
+    deploy = to_deploy(plain)
+    with pytest.raises(ValueError, match="deploy form"):
+        prune(deploy, masks=[])

@@ -15,7 +15,7 @@ from deap_lib.__main__ import main
 from deap_lib.config import RunConfig
 from deap_lib.export import load_compact
 from deap_lib.methods import METHODS, PRESETS, get_preset, run
-from deap_lib.methods.runner import SUMMARY_COLUMNS
+from deap_lib.records import SUMMARY_COLUMNS
 
 PRUNING_FORMS = {"unpruned", "pruned", "absorbed"}
 
@@ -56,7 +56,7 @@ def test_registries_list_the_methods_and_presets():
 
 def test_synthetic_dataset_names():
     from deap_lib.data import SyntheticConfig
-    from deap_lib.methods.presets import synthetic_config
+    from deap_lib.data.synthetic import synthetic_config
 
     assert synthetic_config("default") == SyntheticConfig() == SyntheticConfig.at_difficulty(0.2)
     easy = synthetic_config("easy")
@@ -167,16 +167,15 @@ def test_paper_preset_builds_and_takes_one_deap_step_on_two_images():
     cfg = get_preset("paper", "deap", student_init="random")
     assert (cfg.model.arch, cfg.model.input_size, cfg.optim.epochs, cfg.optim.lr) == ("resnet101", (256, 256), 90, 0.01)
     assert (cfg.data.ids_per_batch, cfg.data.num_instances, cfg.seed, cfg.amp) == (16, 6, 2021, True)
-    method = METHODS.get("deap")(cfg)
     torch.manual_seed(0)
     student = build_student(cfg, 576, "deap").train()
     teacher = build_model("resnet101", 576, last_stride=1).eval()
+    method = METHODS.get("deap")(cfg, student, teacher)
     x, pids = torch.randn(2, 3, 256, 256), torch.tensor([0, 1])
     out_s = student(x)
-    with torch.no_grad():
-        out_t = teacher.forward_features(x)
     assert len(out_s.block_feats) == 33 and out_s.stage_maps[1].shape == (2, 2048, 16, 16)
-    terms = method.loss_terms(student, out_s, out_t, pids)
+    assert not teacher.training and method.training  # the frozen teacher stays in eval mode
+    terms = method.forward_train((x, pids))
     assert set(terms) == {"ce", "triplet", "kl", "dl", "arkd", "lasso1", "lasso2"}
     total = sum(terms.values())
     total.backward()
@@ -189,20 +188,21 @@ def test_lasso_warmup_ramps_lambda_linearly():
     from deap_lib.models import build_model
 
     cfg = get_preset("quick", "deap", **{"prune.lasso_warmup_frac": 0.5, "loss.lasso1": 0.2, "loss.lasso2": 0.1})
-    method = METHODS.get("deap")(cfg)
     student = build_model("resnet50", 4, width=0.0625, pcp="deap", embed_dim=8)
+    teacher = build_model("resnet50", 4, width=0.0625, embed_dim=8)
+    method = METHODS.get("deap")(cfg, student, teacher)
     l1, l2 = (float(v) for v in student.group_lasso(eps=cfg.loss.lasso_eps))
     for progress, k in ((0.0, 0.0), (0.25, 0.5), (0.5, 1.0), (0.9, 1.0)):
         method.progress = progress
         t = method.lasso_terms(student)
         assert float(t["lasso1"]) == pytest.approx(k * 0.2 * l1, rel=1e-6)
         assert float(t["lasso2"]) == pytest.approx(k * 0.1 * l2, rel=1e-6)
-    paper = METHODS.get("deap")(get_preset("paper", "deap"))
+    paper = METHODS.get("deap")(get_preset("paper", "deap"), student, teacher)
     assert paper.lasso_scale() == 1.0  # the paper applies lambda from the first iteration
 
 
 def test_cli_data_generates_the_presets_synthetic_set(tmp_path, capsys):
-    from deap_lib.methods.presets import synthetic_config
+    from deap_lib.data.synthetic import synthetic_config
 
     root = tmp_path / "tiny"
     assert main(["data", "--preset", "quick", "--root", str(root)]) == 0
@@ -217,7 +217,7 @@ def test_code_version_ignores_study_outputs(tmp_path):
     """``-dirty`` marks uncommitted code, not the results a study run writes into the checkout."""
     import subprocess
 
-    from deap_lib.methods.runner import code_version
+    from deap_lib.records import code_version
 
     def git(*a):
         subprocess.run(["git", "-C", str(tmp_path), *a], check=True, capture_output=True)

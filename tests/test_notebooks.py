@@ -151,7 +151,7 @@ def test_all_notebooks_executed(study):
 def test_00_data(study):
     r = _rec(study, "00_data")
     assert r["synthetic"] is True and r["dataset"] == "veri"
-    from deap_lib.methods.presets import SYNTHETIC
+    from deap_lib.data.synthetic import SYNTHETIC
 
     tiny = SYNTHETIC["tiny"]  # the quick preset's generator settings
     assert r["train_ids"] == tiny["num_train_ids"] and r["query_ids"] == r["gallery_ids"] == tiny["num_test_ids"]

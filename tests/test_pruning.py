@@ -9,9 +9,10 @@ from deap_lib.absorb import to_deploy
 from deap_lib.complexity import profile
 from deap_lib.models import build_model
 from deap_lib.absorb import prune
-from deap_lib.pruning import (ZERO_THRESHOLD, GradualPruning, apply_masks, bn_channel_lasso, bn_scores,
-                              fraction_for_macs, keep_masks, plain_to_pcp, pruner_scores, recalibrate_bn,
-                              select_and_prune, threshold_for_macs, top_fraction_masks, zero_groups_)
+from deap_lib.compression import select_and_prune
+from deap_lib.pruning import (ZERO_THRESHOLD, GradualPruning, apply_masks, fraction_for_macs, gate_lasso,
+                              group_scores, keep_mask, keep_masks, plain_to_pcp, recalibrate_bn, threshold_for_macs,
+                              top_fraction_masks, widths_for, zero_groups_)
 
 SIZE = (3, 32, 32)
 
@@ -37,6 +38,22 @@ def test_keep_masks_threshold_relative_and_min_channels():
     assert m1.tolist() == [True, False, False, False] and m3.tolist() == [True, True, True]
     (m1, m3), = keep_masks(s, 10.0, min_channels=2)
     assert m1.tolist() == [True, False, True, False] and m3.tolist() == [True, True, False]
+    # ties: the lower index is kept
+    assert keep_mask(torch.tensor([1.0, 2.0, 2.0, 2.0]), 5.0, min_channels=2).tolist() == [False, True, True, False]
+    with pytest.raises(ValueError, match="min_channels"):
+        keep_mask(torch.ones(3), 0.1, min_channels=0)
+
+
+def test_masks_must_match_the_blocks_and_their_gates():
+    model = build_model("resnet50", 5, width=0.0625, pcp="cdd", embed_dim=8)
+    scores = group_scores(model)
+    assert all(len(pair) == 1 for pair in scores)  # CDD: one compactor gate per block (C3 only)
+    masks = [tuple(torch.ones_like(s, dtype=torch.bool) for s in pair) for pair in scores]
+    assert widths_for(model, masks) == [list(w) for w in model.block_widths()]
+    with pytest.raises(ValueError, match="mask entries for 16 blocks"):
+        widths_for(model, masks[:-1])
+    with pytest.raises(ValueError, match="1 gate"):
+        widths_for(model, [(m[0], m[0]) for m in masks])
 
 
 def test_plain_to_pcp_is_exact_and_strict():
@@ -61,7 +78,7 @@ def test_select_and_prune_removes_exactly_the_zeroed_groups():
         masks.append((m1, m3))
     masked = apply_masks(model, masks)
     widths = [[int(a.sum()), int(b.sum())] for a, b in masks]
-    pruned, rule = select_and_prune(masked, pruner_scores(masked), threshold=ZERO_THRESHOLD)
+    pruned, rule = select_and_prune(masked, group_scores(masked), threshold=ZERO_THRESHOLD)
     assert [list(w) for w in pruned.block_widths()] == widths
     x = torch.randn(2, *SIZE)
     torch.testing.assert_close(pruned.eval()(x), masked(x), rtol=1e-5, atol=1e-5)
@@ -75,7 +92,7 @@ def test_threshold_for_macs_meets_the_budget_with_the_smallest_cut():
         for b in model.pcp_blocks():  # distinct, random norms
             b.pruner1.weight.mul_(torch.rand(1, b.pruner1.weight.shape[1], 1, 1) + 0.01)
             b.pruner2.weight.mul_(torch.rand(b.pruner2.weight.shape[0], 1, 1, 1) + 0.01)
-    scores = pruner_scores(model)
+    scores = group_scores(model)
     full = profile(to_deploy(model), SIZE)["macs"]
     thr, frac = threshold_for_macs(model, scores, 0.5, SIZE)
     pruned, _ = select_and_prune(model, scores, threshold=thr)
@@ -97,7 +114,7 @@ def test_target_macs_with_relative_scores_ranks_within_each_pruner():
             b.pruner2.weight.mul_(torch.rand(b.pruner2.weight.shape[0], 1, 1, 1) + 0.01)
         small = list(model.pcp_blocks())[0]
         small.pruner1.weight.mul_(1e-3)
-    scores = pruner_scores(model)
+    scores = group_scores(model)
     pruned_abs, absolute = select_and_prune(model, scores, threshold=0.0, target_macs=0.7, input_size=SIZE)
     pruned, rel = select_and_prune(model, scores, threshold=0.0, relative=True, target_macs=0.7, input_size=SIZE)
     assert rel["relative"] == 1.0 and rel["achieved_macs_fraction"] <= 0.7
@@ -129,7 +146,7 @@ def test_recalibrate_bn_gives_the_exact_batch_statistics():
     assert torch.equal(net[1].running_mean, before)
 
 
-def test_bn_channel_lasso_hand_value_and_scores():
+def test_gate_lasso_on_bn_gates_hand_value_and_scores():
     model = build_model("resnet50", 5, width=0.0625, embed_dim=8)
     expected = 0.0
     with torch.no_grad():
@@ -138,9 +155,9 @@ def test_bn_channel_lasso_hand_value_and_scores():
                 bn.weight.fill_(3.0)
                 bn.bias.fill_(4.0)
                 expected += 5.0 * bn.num_features
-    assert math.isclose(float(bn_channel_lasso(model, eps=0.0).detach()), expected, rel_tol=1e-6)
-    s1, s3 = bn_scores(model)[0]
-    assert torch.allclose(s1, torch.full_like(s1, 5.0)) and len(bn_scores(model)) == len(list(model.named_blocks()))
+    assert math.isclose(float(gate_lasso(model, eps=0.0).detach()), expected, rel_tol=1e-6)
+    s1, s3 = group_scores(model)[0]
+    assert torch.allclose(s1, torch.full_like(s1, 5.0)) and len(group_scores(model)) == len(list(model.named_blocks()))
 
 
 # ----------------------------------------------------------------------------------------------- uniform / gradual
@@ -168,7 +185,7 @@ def test_top_fraction_masks_hand_computed():
 
 def test_fraction_for_macs_meets_the_budget_with_the_largest_share():
     model = _random_pcp()
-    scores = pruner_scores(model)
+    scores = group_scores(model)
     full = profile(to_deploy(model), SIZE)["macs"]
     keep, frac = fraction_for_macs(model, scores, 0.4, SIZE)
     pruned, rule = select_and_prune(model, scores, threshold=0.0, target_macs=0.4, input_size=SIZE,
@@ -212,7 +229,7 @@ def test_gradual_pruning_schedule_masks_and_resume():
     assert all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(again.masks, g.masks))
     # the final cut removes only zero groups: the pruned model computes what the masked one does
     x = torch.randn(2, *SIZE)
-    pruned, _ = select_and_prune(model, pruner_scores(model), threshold=0.0, target_macs=0.5, input_size=SIZE,
+    pruned, _ = select_and_prune(model, group_scores(model), threshold=0.0, target_macs=0.5, input_size=SIZE,
                                  allocation="uniform")
     torch.testing.assert_close(pruned.eval()(x), model.eval()(x))
     with pytest.raises(ValueError, match="target_macs"):
@@ -221,11 +238,12 @@ def test_gradual_pruning_schedule_masks_and_resume():
 
 def test_zero_groups_on_a_plain_model_equals_cutting_those_channels():
     plain = _randomise(build_model("resnet50", 5, width=0.0625, embed_dim=8)).eval()
-    masks = [(torch.arange(m1.numel()) % 3 != 0, torch.arange(m3.numel()) % 2 == 0) for m1, m3 in bn_scores(plain)]
+    masks = [(torch.arange(m1.numel()) % 3 != 0, torch.arange(m3.numel()) % 2 == 0) for m1, m3 in group_scores(plain)]
     zero_groups_(plain, masks)
     for (_, blk), (m1, m3) in zip(plain.named_blocks(), masks):
         assert blk.conv1.bn.weight[~m1].abs().max() == 0 and blk.conv2.bn.bias[~m3].abs().max() == 0
-    cut, _ = select_and_prune(plain_to_pcp(plain), bn_scores(plain), threshold=ZERO_THRESHOLD)
+    cut, _ = select_and_prune(plain, group_scores(plain), threshold=ZERO_THRESHOLD)
+    assert cut.config["pcp"] is None and not any(True for _ in cut.pcp_blocks())  # cut in place, no pruners
     assert [w for w in cut.block_widths()][0][0] == int(masks[0][0].sum())
     x = torch.randn(2, *SIZE)
     torch.testing.assert_close(cut.eval()(x), plain(x))

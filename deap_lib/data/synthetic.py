@@ -1503,3 +1503,29 @@ def sample_grid(root, n_ids: int = 6, *, split: str = "test", max_cams: int = 6,
                 d.text((x + 1, y), f"{rw['pid']} c{int(rw['cam']):02d} {rw['type'][:5]}/{rw['colour'][:5]}",
                        fill=(0, 0, 0))
     return out
+
+
+# ---------------------------------------------------------------------------------------------- named sets
+#: Generator settings of the embedded synthetic datasets (``DataConfig.synthetic`` names one).
+#: ``difficulty`` picks ``SyntheticConfig.at_difficulty(level)``; the other keys are SyntheticConfig fields.
+SYNTHETIC: Dict[str, Dict] = {
+    "default": {},  # SyntheticConfig's documented default (level 0.2): 180 train ids, 300 test ids, 128 px
+    "easy": {"difficulty": 0.05},  # the cpu preset's (64 px input): same ids and images, milder nuisances
+    "tiny": dict(num_train_ids=8, num_test_ids=6, train_images_per_id=(4, 6), cameras_per_id=(2, 3),
+                 test_images_per_camera=(2, 2), image_size=32, supersample=1),
+}
+
+
+def synthetic_config(name: str):
+    """The :class:`~deap_lib.data.SyntheticConfig` of the embedded synthetic dataset ``name``."""
+    if name not in SYNTHETIC:
+        raise KeyError(f"unknown synthetic dataset '{name}'; valid names: {', '.join(sorted(SYNTHETIC))}")
+    kw = dict(SYNTHETIC[name])
+    level = kw.pop("difficulty", None)
+    return SyntheticConfig(**kw) if level is None else SyntheticConfig.at_difficulty(level, **kw)
+
+
+def ensure_synthetic(root: str, name: str, seed: int = 0):
+    """Generate synthetic dataset ``name`` at ``root``; a complete set made with the same settings is reused
+    (``make_synthetic_veri`` checks seed, config and generator version and refuses to overwrite another)."""
+    return make_synthetic_veri(root, seed=seed, config=synthetic_config(name))

@@ -42,7 +42,7 @@ from .schedule import (
     warmup_flat_cosine_lr,
 )
 from .seeding import epoch_seed, seed_epoch, seed_everything
-from .trainer import NonFiniteLossError, StepContext, Trainer, move_to_device
+from .trainer import NonFiniteLossError, OptimizerSpec, StepContext, Trainer, move_to_device
 
 __all__ = [
     "CheckpointError", "ConfigMismatchError", "atomic_write", "atomic_write_text", "capture_rng_state",
@@ -56,5 +56,5 @@ __all__ = [
     "Phases", "WarmupFlatCosineLR", "build_scheduler", "scaled_phases", "warmup_flat_cosine_factor",
     "warmup_flat_cosine_lr",
     "epoch_seed", "seed_epoch", "seed_everything",
-    "NonFiniteLossError", "StepContext", "Trainer", "move_to_device",
+    "NonFiniteLossError", "OptimizerSpec", "StepContext", "Trainer", "move_to_device",
 ]

@@ -106,6 +106,13 @@ class Distiller(nn.Module):
     def load_student_state_dict(self, state: Mapping[str, torch.Tensor], strict: bool = True) -> Any:
         return unwrap(self.student).load_state_dict(state, strict=strict)
 
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """What the trainer checkpoints: the student only (the teacher is identified by its hash)."""
+        return self.student_state_dict()
+
+    def load_checkpoint_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        self.load_student_state_dict(state, strict=True)
+
     def wrap_student_ddp(self, device: torch.device, **ddp_kwargs: Any) -> None:
         """DDP-wrap the student only (no-op outside a distributed run)."""
         self.student = wrap_ddp(self.student, device, **ddp_kwargs)

@@ -10,6 +10,13 @@ Contract with a method (DEAP, CDD, a baseline):
 * ``after_backward(ctx)``: optional, after backward and before the optimizer step, with unscaled
   gradients (e.g. gradient resetting). ``post_step(ctx)``: optional, after the optimizer step (e.g. a
   proximal update of pruners). ``ctx`` is a :class:`StepContext`.
+* More than one optimizer: pass a list of :class:`OptimizerSpec` instead of one optimizer. The first is the
+  main one (its terms come from ``step_fn``; ``loss_total`` is their sum); every further spec has its own
+  ``step_fn(batch, ctx) -> terms`` that runs after the main step on the same batch, with its own backward
+  and step (e.g. a discriminator updated on detached features; alternating updates). Its terms are logged
+  as ``loss_<spec name>_<term>``. All optimizers and schedulers are checkpointed.
+* :meth:`Trainer.for_method` trains any method module (``forward_train``, ``configure_optimizers``,
+  ``before_step`` / ``after_backward`` / ``after_step`` / ``end_epoch`` hooks, ``checkpoint_state``).
 * ``epoch_end``: hooks ``hook(trainer, epoch, row) -> mapping | None`` after each epoch's scheduler step;
   returned numbers are added to that epoch's CSV row (evaluation, pruner-norm statistics). Hooks run on
   every rank; guard rank-0-only work with :func:`~deap_lib.engine.distributed.is_main_process`. A hook that
@@ -20,7 +27,9 @@ loader's ``generator``, if any) are reseeded from (seed, epoch, rank) and the ba
 ``set_epoch(epoch - 1)``, so an epoch's data order, augmentation and dropout depend only on (seed, epoch).
 A checkpoint (model, optimizer, scheduler, GradScaler, sampler, RNG, history, config) is written
 atomically after each epoch; ``fit(resume=True)`` continues from it, and a run killed at any point and
-resumed ends (on CPU, same thread count) bitwise identical to an uninterrupted one. Not supported:
+resumed ends (on CPU, same thread count) bitwise identical to an uninterrupted one. The model's state is
+``model.checkpoint_state()`` / ``model.load_checkpoint_state(state)`` when it defines them (a method: its
+student and every extra module and buffer, not the frozen teacher), else its ``state_dict``. Not supported:
 ``persistent_workers=True`` loaders (worker seeds are drawn once), mid-epoch checkpoints.
 """
 from __future__ import annotations
@@ -51,7 +60,6 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .csvlog import write_csv
-from .distiller import Distiller
 from .distributed import all_reduce_mean, auto_device, barrier, get_rank, get_world_size, is_distributed, is_main_process, unwrap
 from .seeding import epoch_seed, seed_everything, seed_epoch
 
@@ -63,6 +71,18 @@ _PLAIN = (str, int, float, bool, type(None))
 
 class NonFiniteLossError(FloatingPointError):
     """A loss term became NaN or infinite."""
+
+
+@dataclass
+class OptimizerSpec:
+    """One optimizer of a run: a ``name`` (checkpoint key and log prefix), the optimizer, an optional
+    scheduler stepped once per epoch, and, for every optimizer but the first, the ``step_fn(batch, ctx)``
+    whose terms it minimises."""
+
+    name: str
+    optimizer: torch.optim.Optimizer
+    scheduler: Optional[Any] = None
+    step_fn: Optional[Callable[..., Mapping[str, torch.Tensor]]] = None
 
 
 @dataclass
@@ -153,7 +173,7 @@ class Trainer:
     def __init__(
         self,
         model: nn.Module,
-        optimizer: torch.optim.Optimizer,
+        optimizer: Union[torch.optim.Optimizer, Sequence[OptimizerSpec]],
         train_loader: Iterable,
         step_fn: Callable[..., Mapping[str, torch.Tensor]],
         *,
@@ -179,7 +199,23 @@ class Trainer:
         if checkpoint_every < 0 or keep_every < 0:
             raise ValueError("checkpoint_every and keep_every must be >= 0")
         self.model = model
-        self.optimizer = optimizer
+        if isinstance(optimizer, torch.optim.Optimizer):
+            specs = [OptimizerSpec("main", optimizer, scheduler)]
+        else:
+            specs = list(optimizer)
+            if not specs or not all(isinstance(o, OptimizerSpec) for o in specs):
+                raise TypeError("optimizer must be a torch optimizer or a non-empty list of OptimizerSpec")
+            if scheduler is not None:
+                raise ValueError("with a list of OptimizerSpec, give each scheduler in its spec")
+            names = [o.name for o in specs]
+            if len(set(names)) != len(names):
+                raise ValueError(f"optimizer names must be unique, got {names}")
+            if specs[0].step_fn is not None or any(o.step_fn is None for o in specs[1:]):
+                raise ValueError("the first OptimizerSpec is the main one (terms from step_fn, its own step_fn "
+                                 "None); every further spec needs its own step_fn")
+            scheduler = specs[0].scheduler
+        self.optimizers: list[OptimizerSpec] = specs
+        self.optimizer = specs[0].optimizer
         self.train_loader = train_loader
         self.step_fn = step_fn
         self._step_takes_ctx = _accepts_ctx(step_fn)
@@ -198,6 +234,7 @@ class Trainer:
         self.after_backward = after_backward
         self.post_step = post_step
         self.epoch_end = list(epoch_end)
+        self._extra_takes_ctx = [_accepts_ctx(o.step_fn) for o in specs[1:]]
         self.progress = progress
         self.checkpoint_every = checkpoint_every
         self.keep_every = keep_every
@@ -234,8 +271,8 @@ class Trainer:
     # ---- helpers ---------------------------------------------------------------------------------
     def _check_ddp(self) -> None:
         inner = unwrap(self.model)
-        target = inner.student if isinstance(inner, Distiller) else self.model
-        if not isinstance(target, DistributedDataParallel):
+        student = getattr(inner, "student", None)
+        if not (isinstance(self.model, DistributedDataParallel) or isinstance(student, DistributedDataParallel)):
             raise RuntimeError(
                 "distributed run but the trainable model is not DDP-wrapped; wrap it with wrap_ddp(model, device) "
                 "(or Distiller.wrap_student_ddp(device)) before building step_fn"
@@ -255,19 +292,40 @@ class Trainer:
 
     def _model_state(self) -> dict:
         inner = unwrap(self.model)
-        if isinstance(inner, Distiller):
-            return inner.student_state_dict()
-        return inner.state_dict()
+        hook = getattr(inner, "checkpoint_state", None)
+        return hook() if callable(hook) else inner.state_dict()
 
-    def _load_model_state(self, state: Mapping[str, torch.Tensor]) -> None:
+    def _load_model_state(self, state: Mapping[str, Any]) -> None:
         inner = unwrap(self.model)
-        if isinstance(inner, Distiller):
-            inner.load_student_state_dict(state, strict=True)
+        hook = getattr(inner, "load_checkpoint_state", None)
+        if callable(hook):
+            hook(state)
         else:
             inner.load_state_dict(state, strict=True)
 
     def _trainable_params(self) -> list[torch.Tensor]:
         return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    @classmethod
+    def for_method(cls, method: nn.Module, train_loader: Iterable, *, epoch_end: Sequence[Callable] = (),
+                   **kwargs: Any) -> "Trainer":
+        """A trainer for a method module: its ``configure_optimizers()`` (a list of :class:`OptimizerSpec`),
+        ``before_step(ctx)`` + ``forward_train(batch)`` as the main step, ``after_backward(ctx)``,
+        ``after_step(ctx)`` and ``end_epoch(epoch) -> mapping | None`` hooks; everything else as
+        :class:`Trainer`. ``model``: the module called for the main step, e.g. a DDP wrapper of ``method``
+        (whose ``forward`` is ``forward_train``); default ``method`` itself."""
+        model = kwargs.pop("model", method)
+
+        def step(batch: Any, ctx: StepContext) -> Mapping[str, torch.Tensor]:
+            method.before_step(ctx)
+            return model(batch)
+
+        def end(trainer: "Trainer", epoch: int, row: dict) -> Optional[Mapping[str, Any]]:
+            return method.end_epoch(epoch)
+
+        return cls(model, method.configure_optimizers(), train_loader, step,
+                   after_backward=method.after_backward, post_step=method.after_step,
+                   epoch_end=[end, *epoch_end], **kwargs)
 
     # ---- checkpoint ------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -279,6 +337,9 @@ class Trainer:
             "model": self._model_state(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "extra_optimizers": {o.name: {"optimizer": o.optimizer.state_dict(),
+                                          "scheduler": o.scheduler.state_dict() if o.scheduler is not None else None}
+                                 for o in self.optimizers[1:]},
             "scaler": self.scaler.state_dict(),
             "sampler": sampler.state_dict() if callable(getattr(sampler, "state_dict", None)) else None,
             "rng": capture_rng_state(),
@@ -307,6 +368,17 @@ class Trainer:
             if ckpt.get("scheduler") is None:
                 raise CheckpointError(f"{source} has no scheduler state but the trainer has a scheduler")
             self.scheduler.load_state_dict(ckpt["scheduler"])
+        extra = ckpt.get("extra_optimizers") or {}
+        want = [o.name for o in self.optimizers[1:]]
+        if sorted(extra) != sorted(want):
+            raise CheckpointError(f"{source} holds optimizer(s) {sorted(extra)} besides the main one; this run has "
+                                  f"{sorted(want)}")
+        for o in self.optimizers[1:]:
+            o.optimizer.load_state_dict(extra[o.name]["optimizer"])
+            if o.scheduler is not None:
+                if extra[o.name].get("scheduler") is None:
+                    raise CheckpointError(f"{source}: optimizer '{o.name}' has no scheduler state")
+                o.scheduler.load_state_dict(extra[o.name]["scheduler"])
         if ckpt.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(ckpt["scaler"])
         sampler = self._sampler()
@@ -357,6 +429,9 @@ class Trainer:
             row = self._train_epoch(epoch)
             if self.scheduler is not None:
                 self.scheduler.step()
+            for o in self.optimizers[1:]:
+                if o.scheduler is not None:
+                    o.scheduler.step()
             for hook in self.epoch_end:
                 extra = hook(self, epoch, row)
                 if extra:
@@ -412,6 +487,7 @@ class Trainer:
             with torch.autocast(device_type=self.device.type, enabled=self.amp):
                 terms = self.step_fn(batch, ctx) if self._step_takes_ctx else self.step_fn(batch)
             names, values, total = self._check_terms(terms, ctx)
+            n_main = len(values)
             self.scaler.scale(total).backward()
             if self.after_backward is not None or self.grad_clip_norm is not None:
                 self.scaler.unscale_(self.optimizer)
@@ -420,6 +496,19 @@ class Trainer:
             if self.grad_clip_norm is not None:
                 torch.nn.utils.clip_grad_norm_(self._trainable_params(), self.grad_clip_norm)
             self.scaler.step(self.optimizer)
+            for o, takes_ctx in zip(self.optimizers[1:], self._extra_takes_ctx):
+                o.optimizer.zero_grad(set_to_none=True)
+                with torch.autocast(device_type=self.device.type, enabled=self.amp):
+                    extra = o.step_fn(batch, ctx) if takes_ctx else o.step_fn(batch)
+                x_names, x_values, x_total = self._check_terms(extra, ctx)
+                self.scaler.scale(x_total).backward()
+                if is_distributed():  # outside the DDP forward: average these gradients by hand
+                    for g in o.optimizer.param_groups:
+                        for p in g["params"]:
+                            if p.grad is not None:
+                                p.grad.copy_(all_reduce_mean(p.grad))
+                self.scaler.step(o.optimizer)
+                names, values = names + [f"{o.name}_{n}" for n in x_names], values + x_values
             self.scaler.update()
             self.global_step += 1
             if self.post_step is not None:
@@ -428,7 +517,7 @@ class Trainer:
             for n, v in zip(names, values):
                 sums[n] = sums.get(n, 0.0) + v
                 counts[n] = counts.get(n, 0) + 1
-            step_total = math.fsum(values)
+            step_total = math.fsum(values[:n_main])
             total_sum += step_total
             steps += 1
             images += _batch_size(batch)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..models.gates import group_norms as _gate_norms
+
 #: eps inside the square root: ||g|| = sqrt(sum g^2 + eps). The released code has none, so an exactly
 #: zero group has an infinite/NaN gradient; with eps the gradient there is exactly 0. It adds at most
 #: sqrt(eps) = 1e-6 per group to the lasso value.
@@ -27,9 +29,10 @@ def _reduce_dims(weight: Tensor, dim: str):
 
 
 def group_norms(weight: Tensor, dim: str, eps: float = LASSO_EPS) -> Tensor:
-    """Per-group L2 norms sqrt(sum w^2 + eps) in float32: shape (I,) for ``dim="in"``, (O,) for ``"out"``."""
-    axes, _ = _reduce_dims(weight, dim)
-    return (weight.float().pow(2).sum(dim=axes) + eps).sqrt()
+    """Per-group L2 norms sqrt(sum w^2 + eps) in float32: shape (I,) for ``dim="in"``, (O,) for ``"out"``
+    (the weight-level view of :func:`deap_lib.models.gates.group_norms`)."""
+    _, axis = _reduce_dims(weight, dim)
+    return _gate_norms(((weight, axis),), eps)
 
 
 def group_lasso(weight: Tensor, dim: str, eps: float = LASSO_EPS) -> Tensor:
@@ -46,8 +49,8 @@ def proximal_group_soft_threshold_(weight: Tensor, dim: str, tau: float) -> Tens
     """
     if tau < 0:
         raise ValueError(f"proximal_group_soft_threshold_: tau must be >= 0, got {tau}")
-    axes, keep = _reduce_dims(weight, dim)
-    norms = weight.float().pow(2).sum(dim=axes).sqrt()
+    _, keep = _reduce_dims(weight, dim)
+    norms = _gate_norms(((weight, keep),))
     scale = torch.where(norms > tau, 1.0 - tau / norms.clamp(min=torch.finfo(torch.float32).tiny),
                         torch.zeros_like(norms))
     shape = [1] * weight.dim()

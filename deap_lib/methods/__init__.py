@@ -1,10 +1,11 @@
 """Named recipes (methods) and presets; ``run(cfg, out_dir)`` trains, prunes, evaluates and records one run.
 
-Methods (``METHODS`` registry): teacher, student, kd, np, deap, kd_np_direct, kd_then_np, np_then_kd.
+Methods (``METHODS`` registry): teacher, student, kd, np, deap, kd_np_direct, kd_then_np, np_then_kd; a
+plugin module registers more (``METHODS.register(name, cls)``; ``python -m deap_lib --plugin FILE ...``).
 Presets (``PRESETS`` registry): quick, cpu, paper.
 """
 from ..registry import Registry
-from .base import Method
+from .base import Method, RunContext, Stage, UserError
 from .deap import DEAP
 from .direct import KDNPDirect
 from .kd import KD
@@ -19,4 +20,4 @@ for _cls in (Teacher, Student, KD, NP, DEAP, KDNPDirect, KDThenNP, NPThenKD):
 from .presets import PRESETS, get_preset  # noqa: E402
 from .runner import run  # noqa: E402
 
-__all__ = ["METHODS", "PRESETS", "get_preset", "run", "Method", "Sequential"]
+__all__ = ["METHODS", "PRESETS", "get_preset", "run", "Method", "RunContext", "Stage", "UserError", "Sequential"]

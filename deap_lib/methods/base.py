@@ -1,54 +1,236 @@
-"""The tiny base class every method (named recipe) derives from, mdistiller-style.
+"""A method is one module (mdistiller's ``Distiller``, fast-reid's meta-architectures): the tiny base class.
 
-A method says which student it trains (``pcp``), whether it needs the frozen teacher, how it turns one
-batch into named, already weighted loss terms (:meth:`Method.loss_terms`), and whether it ends with
-pruning and absorption (``prunes``). Orchestration (data, trainer, evaluation, records) is in
-:mod:`deap_lib.methods.runner`; one method per file.
+A :class:`Method` owns, for one training stage,
+
+* its student (``self.student``) and any extra trainable part (a discriminator, a regressor, memory banks,
+  masks): assign them as sub-modules / buffers and they are trained, checkpointed and resumed with it;
+* the frozen teacher (``self.teacher``, kept *outside* the module tree: never optimised, never in the
+  checkpoint, identified by its file hash; its BatchNorm mode follows ``cfg.teacher_bn_mode``);
+* its training forward, :meth:`forward_train` ``(batch) -> {name: weighted scalar loss}``;
+* its optimizers, :meth:`configure_optimizers` (the student's SGD with the paper's groups by default; add
+  :class:`~deap_lib.engine.OptimizerSpec` entries with their own ``step_fn`` for alternating updates);
+* its hooks: :meth:`before_step`, :meth:`after_backward` (gradient surgery, unscaled gradients under AMP),
+  :meth:`after_step`, :meth:`end_epoch` (numbers it returns join the training log);
+* its compression stage, :meth:`compress` (what is cut, how, and which deploy forms are recorded);
+* multi-stage recipes: :meth:`stages` (``kd_then_np`` / ``np_then_kd`` compose two methods);
+* its own config keys, an ``Args`` dataclass filled from ``cfg.args`` (``--set args.key=value``).
+
+The engine (:meth:`deap_lib.engine.Trainer.for_method`) trains any such module; the runner
+(:mod:`deap_lib.methods.runner`) builds student and teacher, runs the stages and records the forms. A new
+method is one file plus its registration (``METHODS.register(name, cls)``, here or from a plugin).
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..config import RunConfig
+from ..engine import OptimizerSpec, StepContext, build_optimizer, build_scheduler
+from ..engine.distiller import TEACHER_BN_MODES
+from ..engine.distributed import unwrap
 from ..losses import ARKD, BlockFeatureLoss, CrossEntropyLabelSmooth, KLDistill, TripletLoss
 from ..models import ReIDNet, ReIDOutput
 
 
-class Method:
+class UserError(ValueError):
+    """A run that cannot start as configured (the CLI prints ``error: <message>`` and exits with 2)."""
+
+
+@dataclass
+class RunContext:
+    """What a method's compression stage and stage hand-offs may use: the config, the run's data
+    (:class:`~deap_lib.data.RunData`), the recorder of evaluated forms, device and run folder."""
+
+    cfg: RunConfig
+    data: Any
+    rec: Any
+    device: torch.device
+    out_dir: Path
+    #: the trained student of every finished stage, in order
+    students: List[ReIDNet] = dataclasses.field(default_factory=list)
+    #: extra entries for the run's metrics.json (e.g. a hand-off's prune rule)
+    extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclass
+class Stage:
+    """One training stage of a recipe: the method class, its config and the run sub-folder it trains in
+    (``""``: the run folder). ``handoff(method, ctx) -> student`` turns the trained stage into the next
+    stage's student; ``compress(method, ctx) -> dict`` replaces the last method's own :meth:`Method.compress`."""
+
+    method: type
+    cfg: RunConfig
+    subdir: str = ""
+    handoff: Optional[Callable[["Method", RunContext], ReIDNet]] = None
+    compress: Optional[Callable[["Method", RunContext], Dict[str, Any]]] = None
+
+
+def parse_args(method_cls: type, args: Mapping[str, Any]) -> Any:
+    """``cfg.args`` checked against ``method_cls.Args`` (a dataclass): unknown keys are errors listing the
+    valid ones; missing keys take the dataclass defaults. ``None`` when the method has no ``Args``."""
+    spec = getattr(method_cls, "Args", None)
+    if spec is None:
+        if args:
+            raise UserError(f"method '{method_cls.name}' takes no args.* keys, got {sorted(args)}")
+        return None
+    valid = {f.name: f for f in dataclasses.fields(spec)}
+    unknown = sorted(set(args) - set(valid))
+    if unknown:
+        raise UserError(f"unknown config key(s) {['args.' + k for k in unknown]} for method '{method_cls.name}'; "
+                        f"valid: {', '.join('args.' + k for k in sorted(valid)) or '(none)'}")
+    return spec(**dict(args))
+
+
+class Method(nn.Module):
     """Base recipe: the re-ID task loss (label-smoothed CE on logits + batch-hard triplet on the GAP
-    feature, METHODS 1.5 items 1-2)."""
+    feature, METHODS 1.5 items 1-2), the student's SGD, no compression."""
 
     name = "base"
     needs_teacher = False
-    pcp: Optional[str] = None  # PCP kind of the student this method trains
-    prunes = False  # ends with prune + BN re-calibration + absorb
-    #: form name used in records for the trained (unpruned) model of a non-pruning method
+    pcp: Optional[str] = None  # PCP kind of the student this method trains (None: a plain network)
+    prunes = False  # ends with cut + BN re-calibration + absorb (the default compress)
+    #: form name used in records for the trained model of a non-pruning method
     form = "student"
+    #: a dataclass of this method's own config keys (``cfg.args``); None: it has none
+    Args: Optional[type] = None
 
-    def __init__(self, cfg: RunConfig):
+    def __init__(self, cfg: RunConfig, student: ReIDNet, teacher: Optional[ReIDNet] = None, *,
+                 teacher_hash: Optional[str] = None):
+        super().__init__()
+        if self.needs_teacher and teacher is None:
+            raise UserError(teacher_missing_message(cfg))
+        if cfg.teacher_bn_mode not in TEACHER_BN_MODES:
+            raise UserError(f"teacher_bn_mode must be one of {TEACHER_BN_MODES}, got {cfg.teacher_bn_mode!r}")
         self.cfg = cfg
-        #: position in the run, epoch_index / epochs (0 at the first epoch); the runner keeps it current
+        self.args = parse_args(type(self), cfg.args)
+        self.student = student
+        self._teacher = [teacher] if teacher is not None else []  # a list keeps it out of the module tree
+        if teacher is not None:
+            teacher.requires_grad_(False)
+        self.teacher_hash = teacher_hash
+        #: position in the stage, epoch_index / epochs (0 at the first epoch); kept current by before_step
         self.progress = 0.0
         lc = cfg.loss
         self.ce = CrossEntropyLabelSmooth(epsilon=lc.label_smoothing)
         self.triplet = TripletLoss(margin=lc.triplet_margin)
+        self.train(student.training)
+
+    # ---------------------------------------------------------------- structure
+    @property
+    def teacher(self) -> Optional[ReIDNet]:
+        return self._teacher[0] if self._teacher else None
+
+    @property
+    def net(self) -> ReIDNet:
+        """The student itself (never a DDP wrapper)."""
+        return unwrap(self.student)
+
+    def train(self, mode: bool = True) -> "Method":
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.train(mode and self.cfg.teacher_bn_mode == "train")
+        return self
+
+    def _apply(self, fn, recurse=True):  # .to(device) / .double() also move the (unregistered) teacher
+        super()._apply(fn, recurse)
+        if self.teacher is not None:
+            self.teacher._apply(fn)
+        return self
+
+    def forward(self, batch: Sequence[Any]) -> Dict[str, Tensor]:
+        """Same as :meth:`forward_train`, so that a DDP wrapper around the method syncs its gradients."""
+        return self.forward_train(batch)
+
+    @torch.no_grad()
+    def teacher_forward(self, imgs: Tensor) -> ReIDOutput:
+        """All training outputs of the frozen teacher (its BN mode per ``cfg.teacher_bn_mode``)."""
+        return self.teacher.forward_features(imgs)
+
+    # ---------------------------------------------------------------- training
+    def forward_train(self, batch: Sequence[Any]) -> Dict[str, Tensor]:
+        imgs, pids = batch[0], batch[1]
+        return self.task_terms(self.student(imgs), pids)
 
     def task_terms(self, out: ReIDOutput, pids: Tensor) -> Dict[str, Tensor]:
         lc = self.cfg.loss
         return {"ce": lc.ce_weight * self.ce(out.logits, pids),
                 "triplet": lc.triplet_weight * self.triplet(out.global_feat, pids)}
 
-    def loss_terms(self, student: ReIDNet, out_s: ReIDOutput, out_t: Optional[ReIDOutput],
-                   pids: Tensor) -> Dict[str, Tensor]:
-        return self.task_terms(out_s, pids)
+    def configure_optimizers(self) -> List[OptimizerSpec]:
+        """The student's SGD (base / head groups, METHODS 1.6) with the warm-up / flat / cosine schedule."""
+        oc = self.cfg.optim
+        optimizer = build_optimizer(self.net, lr=oc.lr, momentum=oc.momentum, weight_decay=oc.weight_decay,
+                                    head_lr_mult=oc.head_lr_mult)
+        return [OptimizerSpec("student", optimizer, self.student_scheduler(optimizer))]
 
-    def post_step(self, student: ReIDNet, lr: float) -> None:
-        """Called after every optimizer step (e.g. a proximal pruner update); default: nothing."""
+    def student_scheduler(self, optimizer: torch.optim.Optimizer):
+        oc = self.cfg.optim
+        total = oc.epochs
+        warm = int(round(total * oc.warmup_frac))
+        flat = max(warm, int(round(total * oc.flat_frac)))
+        return build_scheduler(optimizer, total, warmup_epochs=warm, flat_until=flat,
+                               warmup_start=oc.warmup_start, eta_min=oc.eta_min)
+
+    def before_step(self, ctx: StepContext) -> None:
+        self.progress = ctx.epoch_index / ctx.trainer.epochs
+
+    def after_backward(self, ctx: StepContext) -> None:
+        """After backward, before the optimizer step, with unscaled gradients (gradient surgery)."""
+
+    def after_step(self, ctx: StepContext) -> None:
+        """After the optimizer step(s) (e.g. a proximal update, re-applying pruning masks)."""
+
+    def end_epoch(self, epoch: int) -> Optional[Mapping[str, Any]]:
+        """After each epoch (and its scheduler step); numbers returned join the training log."""
+        return None
+
+    def checkpoint_state(self) -> Dict[str, Any]:
+        """Everything the method trains or accumulates (student, extra modules, buffers); not the teacher."""
+        return self.state_dict()
+
+    def load_checkpoint_state(self, state: Mapping[str, Any]) -> None:
+        self.load_state_dict(state, strict=True)
+
+    def checkpoint_metadata(self) -> Dict[str, str]:
+        """Checked on resume: a run continues only with the teacher it started with."""
+        if self.teacher is None:
+            return {}
+        return {"teacher_hash": self.teacher_hash or "", "teacher_bn_mode": self.cfg.teacher_bn_mode}
+
+    # ---------------------------------------------------------------- recipe
+    @classmethod
+    def stages(cls, cfg: RunConfig) -> List[Stage]:
+        """The training stages of this recipe (default: one, this method with the run's config)."""
+        return [Stage(cls, cfg)]
+
+    def handoff(self, ctx: RunContext) -> ReIDNet:
+        """The next stage's student (default: this stage's trained student)."""
+        return self.net
+
+    def compress(self, ctx: RunContext) -> Dict[str, Any]:
+        """Record the deployed forms; a pruning method cuts, re-calibrates and absorbs its student
+        (:func:`deap_lib.compression.compress_student`). Returns extra entries for ``metrics.json``."""
+        if self.prunes:
+            from ..compression import compress_student
+
+            return compress_student(self.net, self.cfg.prune, ctx.rec, ctx.data.recalib_batches)
+        ctx.rec.add(self.form, self.net)
+        return {}
 
 
+def teacher_missing_message(cfg: RunConfig) -> str:
+    return (f"method '{cfg.method}' needs a teacher (config key teacher_path). Train one first:\n"
+            f"  python -m deap_lib train --method teacher --preset {cfg.preset} --seed {cfg.seed} "
+            f"--out runs/{cfg.preset}/teacher-s{cfg.seed}\n"
+            f"then pass --teacher runs/{cfg.preset}/teacher-s{cfg.seed}/model.pt")
+
+
+# ---------------------------------------------------------------------------------------------- mixins
 class DistillMixin:
     """KL on logits (T), per-block DL and ARKD on the stage-3/4 maps (METHODS 1.5 items 3-5)."""
 
@@ -70,19 +252,35 @@ class DistillMixin:
         return terms
 
 
-class LassoMixin:
-    """Group lasso on the PCP pruners (METHODS 1.2): lambda1 * sum of pruner-1 column norms + lambda2 * sum
-    of pruner-2 row norms, or (``prune.proximal``) an exact proximal group soft-threshold after each step.
+class PruningMixin:
+    """Sparsity during training for the pruning methods: the lasso warm-up, the proximal update, and
+    gradual pruning toward a MACs budget (``prune.schedule="gradual"``, :class:`~deap_lib.pruning.GradualPruning`).
 
     ``prune.lasso_warmup_frac`` (our extension; the paper applies lambda from the first iteration) ramps
     lambda linearly from 0 over that fraction of the run: from a random initialisation a full-strength
     lasso shrinks every pruner at once before the task has shaped any feature (METHODS 8.1)."""
+
+    def _init_pruning(self, cfg: RunConfig) -> None:
+        from ..pruning import GradualPruning
+
+        pc = cfg.prune
+        self._gradual = None
+        if pc.schedule == "gradual":
+            if pc.target_macs is None:
+                raise UserError("prune.schedule='gradual' needs prune.target_macs (the MACs budget to reach)")
+            self._gradual = GradualPruning(self.net, target_macs=pc.target_macs, total_epochs=cfg.optim.epochs,
+                                           end_frac=pc.gradual_end_frac, input_size=(3, *cfg.model.input_size),
+                                           allocation=pc.allocation, min_channels=pc.min_channels)
+        elif pc.schedule != "end":
+            raise UserError(f"unknown prune.schedule '{pc.schedule}'; valid: end, gradual")
 
     def lasso_scale(self) -> float:
         w = self.cfg.prune.lasso_warmup_frac
         return 1.0 if w <= 0 else min(1.0, self.progress / w)
 
     def lasso_terms(self, student: ReIDNet) -> Dict[str, Tensor]:
+        """Group lasso on the PCP pruners (METHODS 1.2): lambda1 * sum of pruner-1 column norms + lambda2 *
+        sum of pruner-2 row norms; none with ``prune.proximal`` (the exact proximal step replaces it)."""
         lc, pc = self.cfg.loss, self.cfg.prune
         if pc.proximal:
             return {}
@@ -91,6 +289,7 @@ class LassoMixin:
         return {"lasso1": k * lc.lasso1 * l1, "lasso2": k * lc.lasso2 * l2}
 
     def proximal_step(self, student: ReIDNet, lr: float) -> None:
+        """Proximal group soft-threshold of every pruner gate (``prune.proximal``), step ``lr * lambda``."""
         from ..losses.sparsity import proximal_group_soft_threshold_
 
         if not self.cfg.prune.proximal:
@@ -98,5 +297,15 @@ class LassoMixin:
         lc, k = self.cfg.loss, self.lasso_scale()
         with torch.no_grad():
             for block in student.pcp_blocks():
-                proximal_group_soft_threshold_(block.pruner1.weight, "in", k * lr * lc.lasso1)
-                proximal_group_soft_threshold_(block.pruner2.weight, "out", k * lr * lc.lasso2)
+                for gate in block.gates():
+                    (weight, axis), = gate.parts
+                    lam = lc.lasso1 if gate.side == 1 else lc.lasso2
+                    proximal_group_soft_threshold_(weight, "in" if axis == 1 else "out", k * lr * lam)
+
+    def after_step(self, ctx: StepContext) -> None:
+        self.proximal_step(self.net, float(ctx.trainer.optimizer.param_groups[0]["lr"]))
+        if self._gradual is not None:
+            self._gradual.apply_()
+
+    def end_epoch(self, epoch: int) -> Optional[Mapping[str, Any]]:
+        return self._gradual.update(epoch) if self._gradual is not None else None

@@ -1,20 +1,21 @@
 """``deap``: Distillation Embedded Absorbable Pruning (the full method, METHODS 1.5 total loss):
 L = CE + triplet + KL + 0.5 DL + ARKD + lambda1 lasso1 + lambda2 lasso2, then prune + absorb."""
-from .base import DistillMixin, LassoMixin, Method
+from .base import DistillMixin, Method, PruningMixin
 
 
-class DEAP(DistillMixin, LassoMixin, Method):
+class DEAP(DistillMixin, PruningMixin, Method):
     name = "deap"
     needs_teacher = True
     pcp = "deap"
     prunes = True
 
-    def __init__(self, cfg):
-        super().__init__(cfg)
+    def __init__(self, cfg, student, teacher=None, **kw):
+        super().__init__(cfg, student, teacher, **kw)
         self._init_distill(cfg)
+        self._init_pruning(cfg)
 
-    def loss_terms(self, student, out_s, out_t, pids):
-        return {**self.task_terms(out_s, pids), **self.distill_terms(out_s, out_t), **self.lasso_terms(student)}
-
-    def post_step(self, student, lr):
-        self.proximal_step(student, lr)
+    def forward_train(self, batch):
+        imgs, pids = batch[0], batch[1]
+        out_s = self.student(imgs)
+        out_t = self.teacher_forward(imgs)
+        return {**self.task_terms(out_s, pids), **self.distill_terms(out_s, out_t), **self.lasso_terms(self.net)}

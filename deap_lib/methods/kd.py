@@ -6,9 +6,11 @@ class KD(DistillMixin, Method):
     name = "kd"
     needs_teacher = True
 
-    def __init__(self, cfg):
-        super().__init__(cfg)
+    def __init__(self, cfg, student, teacher=None, **kw):
+        super().__init__(cfg, student, teacher, **kw)
         self._init_distill(cfg)
 
-    def loss_terms(self, student, out_s, out_t, pids):
-        return {**self.task_terms(out_s, pids), **self.distill_terms(out_s, out_t)}
+    def forward_train(self, batch):
+        imgs, pids = batch[0], batch[1]
+        out_s = self.student(imgs)
+        return {**self.task_terms(out_s, pids), **self.distill_terms(out_s, self.teacher_forward(imgs))}

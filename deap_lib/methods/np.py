@@ -1,14 +1,16 @@
 """``np``: network pruning alone - PCP pruners + group lasso, no distillation, then absorb."""
-from .base import LassoMixin, Method
+from .base import Method, PruningMixin
 
 
-class NP(LassoMixin, Method):
+class NP(PruningMixin, Method):
     name = "np"
     pcp = "deap"
     prunes = True
 
-    def loss_terms(self, student, out_s, out_t, pids):
-        return {**self.task_terms(out_s, pids), **self.lasso_terms(student)}
+    def __init__(self, cfg, student, teacher=None, **kw):
+        super().__init__(cfg, student, teacher, **kw)
+        self._init_pruning(cfg)
 
-    def post_step(self, student, lr):
-        self.proximal_step(student, lr)
+    def forward_train(self, batch):
+        imgs, pids = batch[0], batch[1]
+        return {**self.task_terms(self.student(imgs), pids), **self.lasso_terms(self.net)}

@@ -11,37 +11,10 @@ from __future__ import annotations
 from typing import Callable, Dict
 
 from ..config import DataConfig, LossConfig, ModelConfig, OptimConfig, PruneConfig, RunConfig
+from ..data.synthetic import SYNTHETIC, ensure_synthetic, synthetic_config  # noqa: F401 (moved to data)
 from ..registry import Registry
 
 PRESETS: Registry = Registry("preset")
-
-#: Generator settings of the embedded synthetic datasets (``DataConfig.synthetic`` names one).
-#: ``difficulty`` picks ``SyntheticConfig.at_difficulty(level)``; the other keys are SyntheticConfig fields.
-SYNTHETIC: Dict[str, Dict] = {
-    "default": {},  # SyntheticConfig's documented default (level 0.2): 180 train ids, 300 test ids, 128 px
-    "easy": {"difficulty": 0.05},  # the cpu preset's (64 px input): same ids and images, milder nuisances
-    "tiny": dict(num_train_ids=8, num_test_ids=6, train_images_per_id=(4, 6), cameras_per_id=(2, 3),
-                 test_images_per_camera=(2, 2), image_size=32, supersample=1),
-}
-
-
-def synthetic_config(name: str):
-    """The :class:`~deap_lib.data.SyntheticConfig` of the embedded synthetic dataset ``name``."""
-    from ..data import SyntheticConfig
-
-    if name not in SYNTHETIC:
-        raise KeyError(f"unknown synthetic dataset '{name}'; valid names: {', '.join(sorted(SYNTHETIC))}")
-    kw = dict(SYNTHETIC[name])
-    level = kw.pop("difficulty", None)
-    return SyntheticConfig(**kw) if level is None else SyntheticConfig.at_difficulty(level, **kw)
-
-
-def ensure_synthetic(root: str, name: str, seed: int = 0):
-    """Generate synthetic dataset ``name`` at ``root``; a complete set made with the same settings is reused
-    (``make_synthetic_veri`` checks seed, config and generator version and refuses to overwrite another)."""
-    from ..data import make_synthetic_veri
-
-    return make_synthetic_veri(root, seed=seed, config=synthetic_config(name))
 
 CPU_NOTES = """cpu preset: how the paper's recipe was scaled down (METHODS 8.1) to fit `make reproduce` in ~30 min
 * Architecture: teacher and student share it, as in the paper: ResNet-50 at width 0.25 (bottleneck planes

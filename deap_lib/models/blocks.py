@@ -14,6 +14,11 @@ PCP variants (``pcp``):
 
 The residual sum ``s = branch(x) + shortcut(x)`` is returned together with the block output ``relu(s)``
 so the network can record GAP(s) (the per-block DL feature) without storing state on the module.
+
+Every block owns its compression, in the spirit of RepVGG's per-block deploy switch: :meth:`gates` lists
+its prunable channel groups (:class:`~deap_lib.models.gates.Gate`: DEAP pruners, the CDD compactor, or the
+BN ``(gamma, beta)`` pairs of a plain block), :meth:`pruned` returns a narrower copy keeping given channels
+and :meth:`fused` the deploy form (BN folded, pruners merged into the 3x3 conv, float64 products).
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from .convbn import ConvBN, make_pruner
+from .gates import Gate
 
 PCP_KINDS = (None, "deap", "cdd")
 
@@ -38,6 +44,27 @@ def _shortcut(in_ch: int, out_ch: int, stride: int, deploy: bool) -> nn.Module:
     if stride != 1 or in_ch != out_ch:
         return ConvBN(in_ch, out_ch, 1, stride=stride, padding=0, relu=False, deploy=deploy)
     return nn.Identity()
+
+
+def _bn_gate(name: str, index: int, side: int, cb: ConvBN) -> Gate:
+    return Gate(name, index, side, ((cb.bn.weight, 0), (cb.bn.bias, 0)))
+
+
+def _merge_in(k: Tensor, pruner: nn.Conv2d) -> Tensor:
+    """Input-side merge ``K_a[o, c] = sum_m K[o, m] P[m, c]`` (float64; exact with zero padding: P has no bias)."""
+    return torch.einsum("omhw,mc->ochw", k, pruner.weight.double()[:, :, 0, 0])
+
+
+def _merge_out(k: Tensor, b: Tensor, pruner: nn.Conv2d) -> Tuple[Tensor, Tensor]:
+    """Output-side merge ``K[o', c] = sum_o P[o', o] K[o, c]``, ``b = P b`` (shape (C',), never squeezed)."""
+    p = pruner.weight.double()[:, :, 0, 0]
+    return torch.einsum("po,ochw->pchw", p, k), (p @ b).reshape(-1)
+
+
+def _like(new: nn.Module, ref: nn.Module) -> nn.Module:
+    """``new`` on ``ref``'s device and dtype, in its train/eval mode."""
+    w = next(ref.parameters())
+    return new.to(device=w.device, dtype=w.dtype).train(ref.training)
 
 
 def _check_widths(widths: Optional[Sequence[int]], default: Tuple[int, ...], kind: str) -> Tuple[int, ...]:
@@ -91,6 +118,60 @@ class Bottleneck(nn.Module):
     def widths(self) -> Tuple[int, int]:
         """Current ``(C1, C3)``."""
         return (self.conv1.conv.out_channels, self.conv3.conv.in_channels)
+
+    # ---------------------------------------------------------------- compression
+    def gates(self) -> Tuple[Gate, ...]:
+        """Prunable groups: DEAP pruner-1 columns (C1) and pruner-2 rows (C3); the CDD compactor rows (C3);
+        for a plain block the conv1-BN (C1) and conv2-BN (C3) ``(gamma, beta)`` pairs; none when deployed."""
+        if self.pcp == "deap":
+            return (Gate("pruner1", 0, 1, ((self.pruner1.weight, 1),)),
+                    Gate("pruner2", 1, 2, ((self.pruner2.weight, 0),)))
+        if self.pcp == "cdd":
+            return (Gate("compactor", 1, 2, ((self.compactor.weight, 0),)),)
+        if isinstance(self.conv1.bn, nn.BatchNorm2d):
+            return (_bn_gate("bn1", 0, 1, self.conv1), _bn_gate("bn2", 1, 2, self.conv2))
+        return ()
+
+    @torch.no_grad()
+    def pruned(self, keep: Sequence[Tensor]) -> "Bottleneck":
+        """A copy keeping conv1 output channels ``keep[0]`` and conv3 input channels ``keep[1]`` (index
+        tensors), with the pruner columns / rows (DEAP), compactor rows (CDD) or conv2 slices (plain) that
+        go with them. conv3's BN is untouched (its channels are block outputs)."""
+        if self.conv1.deploy:
+            raise ValueError("pruned: cut a training-form block (deploy blocks have no gates)")
+        k1, k3 = (k.to(self.conv1.conv.weight.device) for k in keep)
+        new = _like(Bottleneck(self.in_ch, self.planes, self.stride, pcp=self.pcp, widths=(len(k1), len(k3))),
+                    self)
+        new.shortcut.load_state_dict(self.shortcut.state_dict())
+        new.conv1 = self.conv1.sliced(out_idx=k1)
+        if self.pcp == "deap":
+            new.pruner1.weight.copy_(self.pruner1.weight[:, k1])
+            new.conv2.load_state_dict(self.conv2.state_dict())
+            new.pruner2.weight.copy_(self.pruner2.weight[k3])
+        elif self.pcp == "cdd":
+            new.conv2 = self.conv2.sliced(in_idx=k1)
+            new.compactor.weight.copy_(self.compactor.weight[k3])
+        else:
+            new.conv2 = self.conv2.sliced(out_idx=k3, in_idx=k1)
+        new.conv3 = self.conv3.sliced(in_idx=k3)
+        return new.train(self.training)
+
+    @torch.no_grad()
+    def fused(self) -> "Bottleneck":
+        """The deploy form: every BN folded, the pruners merged into one 3x3 conv ``P2 . K2 . P1``."""
+        new = _like(Bottleneck(self.in_ch, self.planes, self.stride, widths=self.widths, deploy=True), self)
+        if not isinstance(self.shortcut, nn.Identity):
+            new.shortcut.set_folded(*self.shortcut.fold())
+        new.conv1.set_folded(*self.conv1.fold())
+        k, b = self.conv2.fold()
+        if self.pruner1 is not None:
+            k = _merge_in(k, self.pruner1)
+        post = self.pruner2 if self.pruner2 is not None else self.compactor
+        if post is not None:
+            k, b = _merge_out(k, b, post)
+        new.conv2.set_folded(k, b)
+        new.conv3.set_folded(*self.conv3.fold())
+        return new.eval()
 
     def forward_with_sum(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         """Return ``(relu(s), s)`` with ``s`` the residual sum before the final ReLU."""
@@ -159,6 +240,50 @@ class BasicBlock(nn.Module):
     def widths(self) -> Tuple[int]:
         """Current ``(C,)``."""
         return (self.conv2.conv.in_channels,)
+
+    # ---------------------------------------------------------------- compression
+    def _pruner(self) -> Optional[nn.Conv2d]:
+        return self.pruner2 if self.pruner2 is not None else self.compactor
+
+    def gates(self) -> Tuple[Gate, ...]:
+        """The single internal width C: the pruner / compactor rows, or conv1-BN ``(gamma, beta)`` pairs."""
+        p = self._pruner()
+        if p is not None:
+            return (Gate("pruner2" if self.pruner2 is not None else "compactor", 0, 2, ((p.weight, 0),)),)
+        if isinstance(self.conv1.bn, nn.BatchNorm2d):
+            return (_bn_gate("bn1", 0, 2, self.conv1),)
+        return ()
+
+    @torch.no_grad()
+    def pruned(self, keep: Sequence[Tensor]) -> "BasicBlock":
+        """A copy keeping internal channels ``keep[0]`` (pruner rows or conv1 outputs, and conv2 inputs)."""
+        if self.conv1.deploy:
+            raise ValueError("pruned: cut a training-form block (deploy blocks have no gates)")
+        (k,) = (t.to(self.conv1.conv.weight.device) for t in keep)
+        new = _like(BasicBlock(self.in_ch, self.planes, self.stride, pcp=self.pcp, widths=(len(k),)), self)
+        new.shortcut.load_state_dict(self.shortcut.state_dict())
+        p = self._pruner()
+        if p is not None:
+            new.conv1.load_state_dict(self.conv1.state_dict())
+            new._pruner().weight.copy_(p.weight[k])
+        else:
+            new.conv1 = self.conv1.sliced(out_idx=k)
+        new.conv2 = self.conv2.sliced(in_idx=k)
+        return new.train(self.training)
+
+    @torch.no_grad()
+    def fused(self) -> "BasicBlock":
+        """The deploy form: BN folded, the pruner merged into conv1 (``K = P . K1``, ``b = P b1``)."""
+        new = _like(BasicBlock(self.in_ch, self.planes, self.stride, widths=self.widths, deploy=True), self)
+        if not isinstance(self.shortcut, nn.Identity):
+            new.shortcut.set_folded(*self.shortcut.fold())
+        k, b = self.conv1.fold()
+        p = self._pruner()
+        if p is not None:
+            k, b = _merge_out(k, b, p)
+        new.conv1.set_folded(k, b)
+        new.conv2.set_folded(*self.conv2.fold())
+        return new.eval()
 
     def forward_with_sum(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         out = self.conv1(x)

@@ -1,7 +1,7 @@
 """``ConvBN`` (conv -> BatchNorm -> optional ReLU), the bias-free 1x1 pruner convolution and the stem max-pool."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,59 @@ class ConvBN(nn.Module):
 
     def extra_repr(self) -> str:
         return f"relu={self.relu}, deploy={self.deploy}"
+
+    @torch.no_grad()
+    def fold(self) -> Tuple[Tensor, Tensor]:
+        """``(W', b')`` in float64 with the BatchNorm (eval statistics, its own eps) folded in:
+        ``W' = W * gamma / sqrt(var + eps)``, ``b' = beta + (b - mu) * gamma / sqrt(var + eps)``. A deploy
+        ConvBN returns its own weight and bias."""
+        w = self.conv.weight.double()
+        b = self.conv.bias.double() if self.conv.bias is not None else torch.zeros(
+            w.shape[0], dtype=torch.float64, device=w.device)
+        bn = self.bn
+        if isinstance(bn, nn.BatchNorm2d):
+            if bn.running_mean is None:
+                raise ValueError("fold: BatchNorm2d without running statistics cannot be folded")
+            scale = torch.rsqrt(bn.running_var.double() + bn.eps)
+            if bn.weight is not None:
+                scale = scale * bn.weight.double()
+            shift = bn.bias.double() if bn.bias is not None else torch.zeros_like(scale)
+            w = w * scale.reshape(-1, 1, 1, 1)
+            b = shift + (b - bn.running_mean.double()) * scale
+        elif not isinstance(bn, nn.Identity):
+            raise TypeError(f"fold: unsupported normalisation {type(bn).__name__}")
+        return w, b
+
+    @torch.no_grad()
+    def set_folded(self, w: Tensor, b: Tensor) -> "ConvBN":
+        """Load a folded ``(W, b)`` into this deploy ConvBN (cast to its dtype); returns ``self``."""
+        if not self.deploy or tuple(self.conv.weight.shape) != tuple(w.shape):
+            raise RuntimeError(f"set_folded: deploy conv {tuple(self.conv.weight.shape)} (deploy={self.deploy}) "
+                               f"cannot take a weight of shape {tuple(w.shape)}")
+        self.conv.weight.copy_(w.to(self.conv.weight.dtype))
+        self.conv.bias.copy_(b.reshape(-1).to(self.conv.bias.dtype))
+        return self
+
+    @torch.no_grad()
+    def sliced(self, out_idx: Optional[Tensor] = None, in_idx: Optional[Tensor] = None) -> "ConvBN":
+        """A narrower copy keeping output channels ``out_idx`` (conv rows, bias and BN entries) and input
+        channels ``in_idx`` (conv columns); ``None`` keeps all."""
+        w = self.conv.weight
+        rows = torch.arange(w.shape[0]) if out_idx is None else out_idx
+        cols = torch.arange(w.shape[1]) if in_idx is None else in_idx
+        rows, cols = rows.to(w.device), cols.to(w.device)
+        c = self.conv
+        new = ConvBN(len(cols), len(rows), c.kernel_size[0], stride=c.stride[0], padding=c.padding[0],
+                     relu=self.relu, deploy=self.deploy).to(device=w.device, dtype=w.dtype)
+        new.conv.weight.copy_(w[rows][:, cols])
+        if c.bias is not None:
+            new.conv.bias.copy_(c.bias[rows])
+        if isinstance(self.bn, nn.BatchNorm2d):
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                getattr(new.bn, name).copy_(getattr(self.bn, name)[rows])
+            new.bn.num_batches_tracked.copy_(self.bn.num_batches_tracked)
+            new.bn.eps, new.bn.momentum = self.bn.eps, self.bn.momentum
+        return new.train(self.training)
 
 
 def make_pruner(in_ch: int, out_ch: int) -> nn.Conv2d:

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from ..registry import Registry
 from .blocks import BasicBlock, Bottleneck, _check_pcp
 from .convbn import ConvBN, StemMaxPool
+from .gates import group_norms
 from .heads import HEADS
 from .output import ReIDOutput
 
@@ -44,12 +45,6 @@ STEM_CHANNELS = 64
 def scale_channels(channels: int, width: float) -> int:
     """The width-multiplier rule: ``max(1, int(round(channels * width)))``."""
     return max(1, int(round(channels * width)))
-
-
-def _norms(weight: Tensor, dim: str) -> Tensor:
-    """Per-column (``dim="in"``) or per-row (``"out"``) L2 norms of a (O, I, 1, 1) pruner weight."""
-    axes = (0, 2, 3) if dim == "in" else (1, 2, 3)
-    return weight.pow(2).sum(dim=axes).sqrt()
 
 
 class ResNetBackbone(nn.Module):
@@ -158,9 +153,10 @@ class ReIDNet(nn.Module):
 
     # ---------------------------------------------------------------- sparsity
     def group_lasso(self, eps: float = 1e-12, scale_invariant: bool = False) -> Tuple[Tensor, Tensor]:
-        """``(lasso1, lasso2)``: sum over blocks of pruner-1 column norms, and of pruner-2 (or CDD compactor /
-        basic-block pruner) row norms; each norm is ``sqrt(sum w^2 + eps)`` in fp32. ``eps`` (ours, METHODS 8)
-        keeps the gradient finite at an exactly zero group. Zeros when the model has no pruners.
+        """``(lasso1, lasso2)`` over the PCP pruners: the sum of every input-side gate's group norms (DEAP
+        pruner-1 columns) and of every output-side one (pruner-2 / CDD compactor / basic-block pruner rows);
+        each norm is ``sqrt(sum w^2 + eps)`` in fp32 (:func:`~deap_lib.models.gates.group_norms`). ``eps``
+        (ours, METHODS 8) keeps the gradient finite at an exactly zero group. Zeros without pruners.
 
         ``scale_invariant`` (ours, not the paper's): each pruner's sum of group norms is divided by the
         pruner's Frobenius norm, ``sum_c ||W[:, c]|| / ||W||_F``. Every pruner feeds a BatchNorm, so the
@@ -168,34 +164,24 @@ class ReIDNet(nn.Module):
         inflates their effective learning rate), while the ratio is unchanged by scale and only rewards
         concentrating a pruner's weight on fewer groups."""
         ref = next(self.parameters())
-        lasso1 = torch.zeros((), device=ref.device, dtype=torch.float32)
-        lasso2 = torch.zeros((), device=ref.device, dtype=torch.float32)
-
-        def term(w: Tensor, dims) -> Tensor:
-            w = w.float()
-            t = (w.pow(2).sum(dim=dims) + eps).sqrt().sum()
-            return t / (w.pow(2).sum() + eps).sqrt() if scale_invariant else t
-
+        sums = [torch.zeros((), device=ref.device, dtype=torch.float32) for _ in range(2)]
         for block in self.pcp_blocks():
-            if block.pruner1 is not None:
-                lasso1 = lasso1 + term(block.pruner1.weight, (0, 2, 3))
-            for p in (block.pruner2, block.compactor):
-                if p is not None:
-                    lasso2 = lasso2 + term(p.weight, (1, 2, 3))
-        return lasso1, lasso2
+            for gate in block.gates():
+                t = group_norms(gate.parts, eps).sum()
+                if scale_invariant:
+                    w = gate.parts[0][0].float()
+                    t = t / (w.pow(2).sum() + eps).sqrt()
+                sums[gate.side - 1] = sums[gate.side - 1] + t
+        return sums[0], sums[1]
 
     @torch.no_grad()
     def pruner_norms(self) -> "OrderedDict[str, Tensor]":
-        """Detached per-block norm vectors for logging: ``"stageL.i.pruner1"`` (column norms),
-        ``"stageL.i.pruner2"`` / ``"stageL.i.compactor"`` (row norms); no eps."""
+        """Detached per-block norm vectors of the PCP pruners for logging: ``"stageL.i.pruner1"`` (column
+        norms), ``"stageL.i.pruner2"`` / ``"stageL.i.compactor"`` (row norms); no eps."""
         out: "OrderedDict[str, Tensor]" = OrderedDict()
         for name, block in self.named_pcp_blocks():
-            if block.pruner1 is not None:
-                out[f"{name}.pruner1"] = _norms(block.pruner1.weight.detach().float(), "in")
-            if block.pruner2 is not None:
-                out[f"{name}.pruner2"] = _norms(block.pruner2.weight.detach().float(), "out")
-            if block.compactor is not None:
-                out[f"{name}.compactor"] = _norms(block.compactor.weight.detach().float(), "out")
+            for gate in block.gates():
+                out[f"{name}.{gate.name}"] = group_norms(gate.parts)
         return out
 
     # ---------------------------------------------------------------- parameter groups
