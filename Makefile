@@ -47,11 +47,15 @@ reproduce: $(STAMP)
 reproduce-full: $(STAMP)
 	$(PY) -m deap_lib reproduce --full --preset $(PRESET) --dataset $(DATASET) $(if $(DATA),--data $(DATA),) --out $(OUT) $(if $(filter 1,$(FORCE)),--force,)
 
-# Jupyter refuses to start as root without --allow-root (containers and CI machines often run as root).
+# JupyterLab at the repository root (notebooks/ and the executed ones in results/executed/ both reachable),
+# new notebooks on the project's kernel; jupytext's contents manager (installed with jupytext) keeps every
+# notebooks/NN_name.ipynb and its paired NN_name.py in sync on save. Jupyter refuses to start as root without
+# --allow-root (containers and CI machines often run as root).
 LAB_ARGS ?=
 lab: $(STAMP)
 	$(PY) -m ipykernel install --sys-prefix --name deap-study --display-name "deap-study (.venv)"
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root,) $(LAB_ARGS)
+	$(VENV)/bin/jupyter lab --notebook-dir=. --MappingKernelManager.default_kernel_name=deap-study \
+		$(if $(filter 0,$(shell id -u)),--allow-root,) $(LAB_ARGS)
 
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -241,3 +241,28 @@ def test_code_version_ignores_study_outputs(tmp_path):
     (tmp_path / "deap_lib" / "a.py").write_text("x = 2\n")
     assert code_version(tmp_path) == clean + "-dirty"
     assert code_version(tmp_path / "nowhere") != clean  # not a checkout: the package version
+
+
+def test_cli_user_errors_say_how_to_fix_them_and_exit_2(teacher_run, quick_root, tmp_path, capsys):
+    """Unknown method / key, a missing teacher, a teacher trained on another set: ``error: ...`` with the fix,
+    status 2, no traceback, nothing trained."""
+    from deap_lib.export import save_compact
+    from deap_lib.models import build_model
+
+    base = ["train", "--preset", "quick", "--data", quick_root, "--set", "data.synthetic=tiny", "--no-progress"]
+    assert main([*base, "--method", "deep", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown method 'deep'; valid names: deap, kd") and "Traceback" not in err
+    assert main([*base, "--method", "kd", "--set", "optim.lrr=0.1", "--out", str(tmp_path / "b")]) == 2
+    assert "unknown config key 'optim.lrr'; valid keys here:" in capsys.readouterr().err
+    assert main([*base, "--method", "deap", "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "needs a teacher" in err and "python -m deap_lib train --method teacher --preset quick" in err
+    other = tmp_path / "other_teacher.pt"  # a teacher of another dataset: 180 identities
+    save_compact(build_model("resnet50", 180, width=0.0625, embed_dim=16), str(other))
+    assert main([*base, "--method", "deap", "--teacher", str(other), "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "classifies 180 identities, the run's training set has 8" in err and "Train a matching one" in err
+    assert not (tmp_path / "d" / "last.pt").exists()  # refused before any training
+    assert main([*base, "--method", "deap", "--teacher", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "e")]) == 2
+    assert "nope.pt not found" in capsys.readouterr().err

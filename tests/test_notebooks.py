@@ -55,14 +55,35 @@ def test_notebook_committed_clean_with_parameters(name):
     assert set(PARAMETERS) <= assigned, f"{name}: parameters cell lacks {sorted(set(PARAMETERS) - assigned)}"
 
 
-def test_notebooks_match_generator():
-    sys.path.insert(0, str(notebook_dir()))
-    try:
-        import _build
-    finally:
-        sys.path.pop(0)
-    assert sorted(_build.NOTEBOOKS) == sorted(NOTEBOOKS)
-    assert _build.main(["--check"]) == 0, "notebooks/*.ipynb differ from notebooks/_build.py: run it"
+def test_every_notebook_is_a_jupytext_pair_in_sync():
+    """``NN_name.ipynb`` and its percent-format ``NN_name.py`` hold the same cells (types, sources, tags)."""
+    import jupytext
+
+    found = sorted(p.stem for p in notebook_dir().glob("[0-9][0-9]_*.ipynb"))
+    assert found == sorted(NOTEBOOKS) == sorted(p.stem for p in notebook_dir().glob("[0-9][0-9]_*.py"))
+    for name in NOTEBOOKS:
+        nb = nbformat.read(notebook_dir() / f"{name}.ipynb", as_version=4)
+        py = jupytext.read(notebook_dir() / f"{name}.py")
+        assert nb.metadata["jupytext"]["formats"] == "ipynb,py:percent"
+        key = [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in nb.cells]
+        assert key == [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in py.cells], \
+            f"{name}.ipynb and {name}.py differ: open and save one in JupyterLab, or `jupytext --sync`"
+
+
+def test_every_figure_and_table_is_introduced_in_markdown():
+    """Each cell that saves a figure or table follows a markdown cell that names it (what, how to read it)."""
+    import re
+
+    for name in NOTEBOOKS:
+        nb = nbformat.read(notebook_dir() / f"{name}.ipynb", as_version=4)
+        prose = ""
+        for c in nb.cells:
+            if c.cell_type == "markdown":
+                prose += c.source
+                continue
+            for kind, ident in re.findall(r'R\.save_(table|figure)\([^,]+, out, "(\d\d_\d)_', c.source):
+                label = f"{'Table' if kind == 'table' else 'Figure'} {ident}"
+                assert label in prose, f"{name}: {label} is saved before any markdown introduces it"
 
 
 def test_notebook_parameters_parsed():
@@ -304,7 +325,8 @@ def test_03_full_ablation(study):
 
 
 def test_make_lab_serves_the_notebooks(tmp_path):
-    """``make lab`` starts JupyterLab on the notebooks folder with the project kernel registered (as root too)."""
+    """``make lab`` starts JupyterLab at the repository root with the project kernel as default (as root too):
+    the notebooks and the executed ones are reachable, and a paired ``.py`` opens as a notebook (jupytext)."""
     import os
     import signal
     import socket
@@ -327,18 +349,49 @@ def test_make_lab_serves_the_notebooks(tmp_path):
             if proc.poll() is not None:
                 pytest.fail(f"make lab exited with status {proc.returncode}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/contents?token={token}", timeout=2) as r:
+                api = f"http://127.0.0.1:{port}/api"
+                with urllib.request.urlopen(f"{api}/contents/notebooks?token={token}", timeout=2) as r:
                     names = {c["name"] for c in json.load(r)["content"]}
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/kernelspecs?token={token}", timeout=2) as r:
-                    specs = set(json.load(r)["kernelspecs"])
+                with urllib.request.urlopen(f"{api}/kernelspecs?token={token}", timeout=2) as r:
+                    ks = json.load(r)
+                    specs, default = set(ks["kernelspecs"]), ks["default"]
+                with urllib.request.urlopen(f"{api}/contents/results?token={token}", timeout=2) as r:
+                    top = {c["name"] for c in json.load(r)["content"]}
+                with urllib.request.urlopen(f"{api}/contents/notebooks/00_data.py?type=notebook&token={token}",
+                                            timeout=5) as r:
+                    as_nb = json.load(r)
             except OSError:
                 time.sleep(0.5)
         assert names is not None, "JupyterLab did not answer within 60 s"
-        assert {f"{n}.ipynb" for n in NOTEBOOKS} <= names
-        assert "deap-study" in specs
+        assert {f"{n}.ipynb" for n in NOTEBOOKS} | {f"{n}.py" for n in NOTEBOOKS} <= names
+        assert "deap-study" in specs and default == "deap-study"
+        assert "executed" in top
+        assert as_nb["type"] == "notebook" and as_nb["content"]["cells"]  # the .py is served as a notebook
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_saving_a_notebook_in_jupyterlab_updates_its_paired_py(tmp_path):
+    """JupyterLab saves through jupytext's contents manager: saving the .ipynb rewrites the paired .py."""
+    import shutil
+
+    import jupytext
+    from jupytext.sync_contentsmanager import TextFileContentsManager
+
+    shutil.copy(REPO / "jupytext.toml", tmp_path / "jupytext.toml")
+    (tmp_path / "notebooks").mkdir()
+    for ext in ("ipynb", "py"):
+        shutil.copy(notebook_dir() / f"00_data.{ext}", tmp_path / "notebooks" / f"00_data.{ext}")
+    cm = TextFileContentsManager(root_dir=str(tmp_path))
+    model = cm.get("notebooks/00_data.ipynb")
+    model["content"].cells.append(nbformat.v4.new_markdown_cell("An edit made in JupyterLab."))
+    cm.save(model, "notebooks/00_data.ipynb")
+    py = jupytext.read(tmp_path / "notebooks" / "00_data.py")
+    assert py.cells[-1].source == "An edit made in JupyterLab."
+    nb = nbformat.read(tmp_path / "notebooks" / "00_data.ipynb", as_version=4)
+    assert [c.source for c in nb.cells] == [c.source for c in py.cells]
+

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Callable, Dict
 
 from ..config import DataConfig, LossConfig, ModelConfig, OptimConfig, PruneConfig, RunConfig
-from ..data.synthetic import SYNTHETIC, ensure_synthetic, synthetic_config  # noqa: F401 (moved to data)
 from ..registry import Registry
 
 PRESETS: Registry = Registry("preset")

@@ -1,0 +1,153 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 - Teacher and plain student
+#
+# Train (or reuse) the teacher every distillation run uses and the plain student trained without a teacher.
+
+# %% tags=["parameters"]
+# Parameters (papermill injects new values after this cell)
+preset = "cpu"        # quick | cpu | paper
+dataset = None        # None: the preset's dataset (veri)
+data_root = None      # None: the preset's data folder (the synthetic set is generated there)
+device = None         # None: the preset's ("auto"); e.g. "cpu"
+seed = 0
+out = "results"       # results folder: tables/, figures/, records/, summary.csv
+runs_dir = "runs"     # run folders: <runs_dir>/<preset>/<method>[-<tag>]-s<seed>/
+epochs = None         # None: the preset's number of epochs
+force = False         # True: re-train this notebook's runs
+jobs = 2              # training subprocesses at a time (1 thread each)
+full = False          # the full study's extras (ablations)
+convergence = None   # also train a teacher with twice the epochs (None: only when full)
+seeds = None         # seeds of the main runs (None: seed, seed+1, seed+2 when full, else seed)
+
+# %%
+import os
+import sys
+from pathlib import Path
+
+if Path.cwd().name == "notebooks" and (Path.cwd().parent / "pyproject.toml").is_file():
+    os.chdir("..")  # all paths are relative to the repository root
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import MaxNLocator
+
+from deap_lib import plots as P
+from deap_lib import results as R
+from deap_lib.study import Study, deployed_form
+
+study = Study(preset, data_root=data_root, runs_dir=runs_dir, results_dir=out, force=force, jobs=jobs,
+              epochs=epochs, seed=seed, dataset=dataset, device=device)
+study
+
+# %% [markdown]
+# ## Teacher and plain student
+#
+# **Table 01_1**: the teacher (the model every distillation run learns from) and the plain student (same
+# architecture, trained alone for the students' schedule). In the paper the teacher and the student start
+# from the same ImageNet weights and share the ResNet-101 architecture; the teacher's accuracy is the bar
+# DEAP claims to match (VeRi-776 with a ResNet-101 teacher: no mAP loss at -73 % parameters / -72 % FLOPs).
+# The gap between the two rows is what distillation has to recover.
+
+# %%
+if seeds is None:  # the full study repeats the main runs with three seeds (their mean and std: notebook 02)
+    seeds = [seed, seed + 1, seed + 2] if full else [seed]
+seeds = sorted({int(s) for s in seeds} | {int(seed)})
+if convergence is None:
+    convergence = full
+epochs_t = study.config("teacher").optim.epochs
+specs = [(m, s, {}) for m in ("teacher", "student") for s in seeds]
+if convergence:  # a teacher with twice the epochs, trained in the same pool (both cores busy)
+    specs.append(("teacher", seed, {"optim.epochs": 2 * epochs_t}, "x2"))
+ms = study.run_many(specs)
+by = {(m["method"], m["seed"]): m for m in ms[:2 * len(seeds)]}
+teacher, student = by[("teacher", seed)], by[("student", seed)]
+rows = []
+for m in ms[:2 * len(seeds)]:
+    f = m["forms"][deployed_form(m["forms"])]
+    rows.append({"model": m["method"], "seed": m["seed"], "mAP % [95% CI]": f["mAP_text"], "Rank-1 %": f["rank1"],
+                 "mINP %": f["mINP"], "params (M)": f["params_no_classifier"] / 1e6, "MACs (M)": f["macs"] / 1e6,
+                 "train time (s)": m["wall_time_s"]})
+table = pd.DataFrame(rows)
+R.save_table(table, out, "01_1_teacher_student", caption="Teacher and plain student (no distillation, no pruning)"
+             + (f", seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else ""))
+table
+
+# %% [markdown]
+# **Figure 01_2**: the weighted loss terms per epoch (left) and mAP on the test split during training
+# (right). Read the right panel for convergence: a curve still rising at its last point means the schedule
+# stopped the run before its plateau, so its final mAP understates what the recipe can reach.
+
+# %%
+logs = {m["method"]: study.train_log(m["run_dir"]) for m in (teacher, student)}
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+P.loss_curves(axes[0], logs)
+P.eval_curves(axes[1], logs)
+axes[0].set(title="loss terms")
+axes[1].set(title="mAP during training")
+for ax in axes:
+    ax.legend(fontsize=7)
+R.save_figure(fig, out, "01_2_training_curves", caption="Teacher and student: loss terms and mAP over epochs")
+
+# %% [markdown]
+# ## Is the teacher converged?
+#
+# With `convergence` (by default in the full study) a second teacher is trained with twice the epochs on the
+# same data and seed. **Table 01_3** gives the mAP difference (long minus default) with its paired 95 %
+# bootstrap interval over query identities; **Figure 01_4** overlays the two mAP curves. An interval that
+# excludes zero means the default teacher is not converged: then "the student matches its teacher" is
+# tested against a teacher that more training would improve. The paper does not report its teacher's
+# schedule (METHODS 6.1).
+
+# %%
+conv = {}
+if convergence:
+    from deap_lib.evaluation import paired_bootstrap
+
+    longer = ms[-1]
+    pq = [dict(np.load(Path(m["run_dir"]) / "per_query_teacher.npz")) for m in (longer, teacher)]
+    d = paired_bootstrap(*pq)["mAP"]
+    conv = {"epochs": epochs_t, "epochs_long": 2 * epochs_t, "mAP": teacher["forms"]["teacher"]["mAP"],
+            "mAP_long": longer["forms"]["teacher"]["mAP"], "d_mAP": 100 * d["diff"], "d_mAP_low": 100 * d["low"],
+            "d_mAP_high": 100 * d["high"]}
+    ctab = pd.DataFrame([conv])
+    R.save_table(ctab, out, "01_3_teacher_convergence",
+                 caption="Teacher trained with twice the epochs: mAP difference (long - default) with its paired "
+                         "95 % bootstrap interval")
+    log_long = study.train_log(longer["run_dir"])
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    P.eval_curves(ax, {"teacher": logs["teacher"], "teacher x2 epochs": log_long}, ms=5)
+    ax.set(title="teacher: default vs doubled schedule")
+    ax.legend()
+    R.save_figure(fig, out, "01_4_teacher_convergence", caption="mAP over epochs of the teacher and of a teacher "
+                  "trained twice as long")
+    display(ctab)
+else:
+    print("convergence=False: the doubled-schedule teacher is trained only in the full study")
+
+# %%
+tf, sf = teacher["forms"]["teacher"], student["forms"]["student"]
+R.record(out, "01_teacher", {
+    "teacher_mAP": tf["mAP"], "teacher_mAP_low": tf["mAP_low"], "teacher_mAP_high": tf["mAP_high"],
+    "teacher_rank1": tf["rank1"], "teacher_params_m": tf["params_no_classifier"] / 1e6,
+    "teacher_macs_m": tf["macs"] / 1e6, "student_mAP": sf["mAP"], "student_rank1": sf["rank1"],
+    "epochs": int(logs["teacher"]["epoch"].max()),
+    "eval_points": int(logs["teacher"]["eval_mAP"].notna().sum()) if "eval_mAP" in logs["teacher"] else 0,
+    "final_loss_teacher": float(logs["teacher"]["loss_total"].iloc[-1]),
+    "teacher_run": teacher["run_dir"], "convergence": conv, "seeds": seeds,
+    "per_seed": {f"{m['method']}-s{m['seed']}": m["forms"][deployed_form(m["forms"])]["mAP"] for m in ms[:2 * len(seeds)]},
+})
