@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
-import torch
 from torch import Tensor
 
 from .absorb import absorb, prune, to_deploy

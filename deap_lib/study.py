@@ -215,6 +215,26 @@ class Study:
     def summary_csv(self) -> Path:
         return self._abs(self.results_dir) / "summary.csv"
 
+    @classmethod
+    def from_notebook(cls, params: Mapping[str, Any]) -> "Study":
+        """The study of a notebook's parameters cell (``preset``, ``data_root``, ``runs_dir``, ``out``,
+        ``force``, ``jobs``, ``epochs``, ``seed``, ``dataset``, ``device``; e.g. ``globals()``), with paths
+        relative to the repository root: a kernel started in ``notebooks/`` (JupyterLab) moves there first."""
+        here = Path.cwd()
+        if here.name == "notebooks" and (here.parent / "pyproject.toml").is_file():
+            os.chdir(here.parent)
+        p = params
+        return cls(p["preset"], data_root=p["data_root"], runs_dir=p["runs_dir"], results_dir=p["out"],
+                   force=p["force"], jobs=p["jobs"], epochs=p["epochs"], seed=p["seed"], dataset=p["dataset"],
+                   device=p["device"])
+
+    def main_seeds(self, seeds: Optional[Iterable[int]], full: bool) -> List[int]:
+        """The seeds of the main runs: ``seeds`` if given (the study's own seed always included), else the
+        study's seed and the next two in the full study, the study's seed alone otherwise."""
+        if seeds is None:
+            seeds = [self.seed, self.seed + 1, self.seed + 2] if full else [self.seed]
+        return sorted({int(s) for s in seeds} | {self.seed})
+
     def __repr__(self) -> str:
         return (f"Study(preset={self.preset!r}, runs={self._abs(self.runs_dir) / self.preset}, "
                 f"results={self._abs(self.results_dir)}, jobs={self.jobs}, threads={self.threads}, "

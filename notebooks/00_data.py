@@ -33,12 +33,9 @@ jobs = 2              # training subprocesses at a time (1 thread each)
 full = False          # the full study's extras (ablations)
 
 # %%
-import os
 import sys
 from pathlib import Path
 
-if Path.cwd().name == "notebooks" and (Path.cwd().parent / "pyproject.toml").is_file():
-    os.chdir("..")  # all paths are relative to the repository root
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -48,8 +45,7 @@ from deap_lib import plots as P
 from deap_lib import results as R
 from deap_lib.study import Study, deployed_form
 
-study = Study(preset, data_root=data_root, runs_dir=runs_dir, results_dir=out, force=force, jobs=jobs,
-              epochs=epochs, seed=seed, dataset=dataset, device=device)
+study = Study.from_notebook(globals())  # paths relative to the repository root
 study
 
 # %% [markdown]

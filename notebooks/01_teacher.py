@@ -35,12 +35,9 @@ convergence = None   # also train a teacher with twice the epochs (None: only wh
 seeds = None         # seeds of the main runs (None: seed, seed+1, seed+2 when full, else seed)
 
 # %%
-import os
 import sys
 from pathlib import Path
 
-if Path.cwd().name == "notebooks" and (Path.cwd().parent / "pyproject.toml").is_file():
-    os.chdir("..")  # all paths are relative to the repository root
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -50,8 +47,7 @@ from deap_lib import plots as P
 from deap_lib import results as R
 from deap_lib.study import Study, deployed_form
 
-study = Study(preset, data_root=data_root, runs_dir=runs_dir, results_dir=out, force=force, jobs=jobs,
-              epochs=epochs, seed=seed, dataset=dataset, device=device)
+study = Study.from_notebook(globals())  # paths relative to the repository root
 study
 
 # %% [markdown]
@@ -64,9 +60,7 @@ study
 # The gap between the two rows is what distillation has to recover.
 
 # %%
-if seeds is None:  # the full study repeats the main runs with three seeds (their mean and std: notebook 02)
-    seeds = [seed, seed + 1, seed + 2] if full else [seed]
-seeds = sorted({int(s) for s in seeds} | {int(seed)})
+seeds = study.main_seeds(seeds, full)  # the full study repeats the main runs with three seeds
 if convergence is None:
     convergence = full
 epochs_t = study.config("teacher").optim.epochs

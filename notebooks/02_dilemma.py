@@ -37,12 +37,9 @@ sequential = None     # also kd_then_np and np_then_kd (None: only when full)
 seeds = None         # seeds of the main methods (None: seed, seed+1, seed+2 when full, else seed)
 
 # %%
-import os
 import sys
 from pathlib import Path
 
-if Path.cwd().name == "notebooks" and (Path.cwd().parent / "pyproject.toml").is_file():
-    os.chdir("..")  # all paths are relative to the repository root
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -52,8 +49,7 @@ from deap_lib import plots as P
 from deap_lib import results as R
 from deap_lib.study import Study, deployed_form
 
-study = Study(preset, data_root=data_root, runs_dir=runs_dir, results_dir=out, force=force, jobs=jobs,
-              epochs=epochs, seed=seed, dataset=dataset, device=device)
+study = Study.from_notebook(globals())  # paths relative to the repository root
 study
 
 # %% [markdown]
@@ -73,9 +69,7 @@ if sequential is None:  # two more training runs: by default only in the full st
 PRUNING = ["np"] + (["kd_then_np", "np_then_kd"] if sequential else []) + ["kd_np_direct", "deap"]
 if target_macs is None:  # the preset's own budget (cpu: its target_macs), else 30 %
     target_macs = study.config("deap").prune.target_macs or 0.3
-if seeds is None:  # the full study repeats the main methods with three seeds
-    seeds = [seed, seed + 1, seed + 2] if full else [seed]
-seeds = sorted({int(s) for s in seeds} | {int(seed)})
+seeds = study.main_seeds(seeds, full)  # the full study repeats the main runs with three seeds
 MAIN = ["teacher", "student", "kd", "np", "kd_np_direct", "deap"]  # repeated for every seed
 budget = {"prune.target_macs": float(target_macs)}
 specs = [("teacher", seed, {}), ("student", seed, {}), ("kd", seed, {})]

@@ -164,7 +164,7 @@ def test_difficulty_dial():
 
 
 def test_homographies_against_hand_computed_affine_map():
-    from deap_lib.data.synthetic import _homographies
+    from deap_lib.data.synthetic.scene import _homographies
     import numpy as np
     square = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], dtype=float)
     src = square * 2 + [10, 20]  # image points

@@ -528,3 +528,19 @@ def test_concurrent_summary_appends_lose_nothing(tmp_path):
     df = pd.read_csv(tmp_path / "summary.csv")
     assert sorted(df["run"]) == sorted(f"r{w}-{i}" for w in range(2) for i in range(15))
     assert [p.name for p in tmp_path.iterdir()] == ["summary.csv"]  # no lock or temp files left
+
+
+def test_main_seeds_and_from_notebook(tmp_path, monkeypatch):
+    s = Study("quick", runs_dir=tmp_path / "runs", results_dir=tmp_path / "r", seed=4)
+    assert s.main_seeds(None, full=False) == [4]
+    assert s.main_seeds(None, full=True) == [4, 5, 6]
+    assert s.main_seeds([9, 2, 2], full=True) == [2, 4, 9]  # the study's own seed is always included
+    repo = tmp_path / "repo"
+    (repo / "notebooks").mkdir(parents=True)
+    (repo / "pyproject.toml").write_text("")
+    monkeypatch.chdir(repo / "notebooks")  # a JupyterLab kernel starts in the notebook's folder
+    params = dict(preset="quick", data_root=None, runs_dir="runs", out="results", force=False, jobs=1,
+                  epochs=3, seed=1, dataset=None, device="cpu", unrelated=object())
+    st = Study.from_notebook(params)
+    assert Path.cwd() == repo and st.base == repo and st.seed == 1 and st.jobs == 1
+    assert st.config("student").optim.epochs == 3 and st.config("student").device == "cpu"

@@ -8,7 +8,7 @@
 """
 from __future__ import annotations
 
-from typing import Callable, Dict
+from typing import Dict
 
 from ..config import DataConfig, LossConfig, ModelConfig, OptimConfig, PruneConfig, RunConfig
 from ..registry import Registry

@@ -35,7 +35,7 @@ from ..models import ReIDNet, build_model, load_pretrained
 from ..pruning import plain_to_pcp
 from ..records import Recorder, append_summary, code_version, summary_rows
 from . import METHODS
-from .base import Method, RunContext, UserError, teacher_missing_message
+from .base import Method, RunContext, UserError, parse_args, teacher_missing_message
 
 
 def resolve_device(name: str) -> torch.device:
@@ -107,8 +107,6 @@ def load_teacher(cfg: RunConfig, device: torch.device) -> Tuple[Optional[ReIDNet
 
 def check_run(cfg: RunConfig) -> None:
     """The checks that need no data: a known method, its ``args.*`` keys, a teacher when it needs one."""
-    from .base import parse_args
-
     method_cls = METHODS.get(cfg.method)
     parse_args(method_cls, cfg.args)
     if any(stage.method.needs_teacher for stage in method_cls.stages(cfg)) and not cfg.teacher_path:

@@ -2,7 +2,6 @@
 image."""
 from __future__ import annotations
 
-import csv
 import io
 import math
 from dataclasses import dataclass

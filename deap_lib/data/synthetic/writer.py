@@ -8,7 +8,7 @@ import multiprocessing as mp
 import os
 import shutil
 import time
-from dataclasses import asdict, field, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
