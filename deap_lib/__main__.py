@@ -19,6 +19,8 @@ def cmd_data(args: argparse.Namespace) -> int:
     from .data.synthetic import ensure_synthetic
 
     d = get_preset(args.preset, "teacher").data
+    if args.name:  # another named set than the preset's (e.g. its pre-training corpus)
+        d.synthetic, d.root = args.name, args.root or f"data/synthetic_veri_{args.name}"
     if not d.synthetic:
         print(f"error: preset '{args.preset}' reads real data at {d.root}; nothing to generate", file=sys.stderr)
         return 2
@@ -42,14 +44,14 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """Run the study notebooks 00-04 with papermill into OUT/executed/, then refresh the README section."""
-    from .reproduce import NotebookFailed, reproduce
+    from .reproduce import NotebookFailed, ProgressEcho, reproduce
     from .study import RunFailed
 
     try:
         reproduce(args.preset, args.dataset, args.data, args.out, args.runs, force=args.force, full=args.full,
                   epochs=args.epochs, seed=args.seed, jobs=args.jobs, device=args.device, notebooks=args.notebooks,
                   readme=None if args.no_readme else args.readme, kernel_name=args.kernel,
-                  parameters=_notebook_params(args.param or []))
+                  parameters=_notebook_params(args.param or []), echo=ProgressEcho(sys.stdout))
     except (NotebookFailed, RunFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -155,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="generate the embedded synthetic VeRi-format dataset")
     d.add_argument("--preset", default="cpu", help="whose synthetic dataset (default: cpu)")
     d.add_argument("--root", default=None, help="where to write it (default: the preset's data root)")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--name", default=None, help="a named synthetic set instead of the preset's (e.g. pretrain)")
+    d.add_argument("--seed", type=int, default=None, help="generator seed (default: the set's own)")
     d.set_defaults(func=cmd_data)
 
     b = sub.add_parser("baseline", help="evaluate the training-free thumbnail baseline")
@@ -165,8 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_baseline)
 
     t = sub.add_parser("train", help="train + evaluate one method (writes DIR/metrics.json)")
-    t.add_argument("--method", required=True, help="teacher, student, kd, np, deap, kd_np_direct, kd_then_np, "
-                   "np_then_kd, or one a plugin registers")
+    t.add_argument("--method", required=True, help="pretrain, teacher, student, kd, np, deap, kd_np_direct, "
+                   "kd_then_np, np_then_kd, or one a plugin registers")
     t.add_argument("--preset", default="cpu", help="quick, cpu, paper")
     t.add_argument("--data", default=None, help="dataset root (default: the preset's)")
     t.add_argument("--dataset", default=None, help="dataset name (default: the preset's)")

@@ -79,10 +79,43 @@ def _stamp_key(stamp: Dict[str, Any]) -> Dict[str, Any]:
     return {"parameters": stamp.get("parameters"), "notebook_sha256": stamp.get("notebook_sha256")}
 
 
+class ProgressEcho:
+    """The file papermill writes the notebook's printed output to: passes the study's own lines (``[study]``
+    runs starting and finishing, ``[progress]`` the live epoch counts and time left) on to ``stream``, so
+    that ``make reproduce`` shows what the training behind a notebook is doing. On a terminal the progress
+    line is rewritten in place; otherwise every update is one line."""
+
+    PREFIXES = ("[study]", "[progress]")
+
+    def __init__(self, stream=None):
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._buf = ""
+        self._open_line = False
+
+    def write(self, text: str) -> int:
+        self._buf += text
+        *lines, self._buf = self._buf.split("\n")
+        for line in lines:
+            if not line.startswith(self.PREFIXES):
+                continue
+            if self.tty and line.startswith("[progress]"):
+                self.stream.write("\r" + line[:160].ljust(160))
+                self._open_line = True
+            else:
+                self.stream.write(("\n" if self._open_line else "") + line + "\n")
+                self._open_line = False
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 def execute_notebook(src: PathLike, dst: PathLike, parameters: Dict[str, Any], *, cwd: PathLike,
-                     kernel_name: str = "python3") -> Path:
+                     kernel_name: str = "python3", echo: Optional[Any] = None) -> Path:
     """Execute notebook ``src`` with papermill into ``dst`` (written only when it succeeds; a failing run is
-    kept as ``<dst stem>.failed.ipynb`` and raises :class:`NotebookFailed`)."""
+    kept as ``<dst stem>.failed.ipynb`` and raises :class:`NotebookFailed`). ``echo``: a file that receives
+    the notebook's printed output as it runs (e.g. :class:`ProgressEcho`)."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
@@ -94,7 +127,7 @@ def execute_notebook(src: PathLike, dst: PathLike, parameters: Dict[str, Any], *
     failed = dst.with_name(f"{dst.stem}.failed.ipynb")
     try:
         pm.execute_notebook(str(src), str(tmp), parameters=parameters, kernel_name=kernel_name, cwd=str(cwd),
-                            progress_bar=False, log_output=False)
+                            progress_bar=False, log_output=False, stdout_file=echo)
     except PapermillExecutionError as e:
         if tmp.exists():
             os.replace(tmp, failed)
@@ -131,13 +164,14 @@ def reproduce(preset: str = "cpu", dataset: Optional[str] = None, data_root: Opt
               notebooks: Optional[Sequence[str]] = None, readme: Optional[PathLike] = "README.md",
               kernel_name: str = "python3", cwd: Optional[PathLike] = None,
               parameters: Optional[Dict[str, Any]] = None,
-              log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+              log: Callable[[str], None] = print, echo: Optional[Any] = None) -> List[Dict[str, Any]]:
     """Execute the study notebooks in order (see the module docstring); returns one dict per notebook
     (name, executed, path, seconds). ``readme=None`` leaves the README alone. Paths are relative to ``cwd``
     (default: the working directory), where the notebooks' kernels run too. ``parameters``: extra notebook
     parameters (e.g. ``{"target_macs": 0.5}`` for 02, ``{"latency_rounds": 2}`` for 04), given to the
     notebooks whose parameters cell defines them (and part of their stamps); a name no notebook defines is
-    an error."""
+    an error. ``echo``: where the notebooks' run and progress lines go as they execute (the CLI passes a
+    :class:`ProgressEcho` on stdout); ``None`` keeps them in the executed notebooks only."""
     from .methods import get_preset
     from .records import code_version
     from .results import record, render_readme
@@ -189,7 +223,8 @@ def reproduce(preset: str = "cpu", dataset: Optional[str] = None, data_root: Opt
         if removed:
             log(f"[reproduce] {name}: removed {len(removed)} earlier output file(s) of this stage")
         t0 = time.time()
-        execute_notebook(src, dst, {**nb_params, "force": force_since}, cwd=cwd, kernel_name=kernel_name)
+        execute_notebook(src, dst, {**nb_params, "force": force_since}, cwd=cwd, kernel_name=kernel_name,
+                         echo=echo)
         missing = [o for o in stamp["outputs"] if not (out_abs / o).is_file()]
         if missing:
             raise NotebookFailed(f"{name} ran but did not write {missing} under {out_abs}")

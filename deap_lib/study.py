@@ -30,12 +30,16 @@ import numpy as np
 
 from .config import RunConfig
 from .engine.checkpoint import config_diff
-from .records import SUMMARY_FORMS, append_summary, summary_rows  # noqa: F401 (re-exported)
+from .records import SUMMARY_FORMS, append_summary, summary_rows
 
 PathLike = Union[str, "os.PathLike[str]"]
 RUN_LOG = "run.log"
 #: Evaluations during a run (for the mAP-over-epochs curves) when the study does not fix ``eval_every``.
 EVALS_PER_RUN = 5
+#: seconds between two checks of the running jobs' training logs for the progress line
+PROGRESS_EVERY_S = 2.0
+#: prefix of the live progress lines (``python -m deap_lib reproduce`` echoes them from the notebooks)
+PROGRESS_PREFIX = "[progress]"
 _TAG_OK = re.compile(r"[^A-Za-z0-9._]+")
 
 
@@ -118,8 +122,7 @@ def _synthetic_matches(root: Path, name: str) -> bool:
     """Whether ``root`` holds the synthetic set ``name`` exactly as ``ensure_synthetic`` makes it."""
     from dataclasses import asdict
 
-    from .data.synthetic import GENERATOR_VERSION
-    from .data.synthetic import synthetic_config
+    from .data.synthetic import GENERATOR_VERSION, synthetic_config, synthetic_seed
 
     meta = root / "meta.json"
     if not meta.is_file():
@@ -128,7 +131,7 @@ def _synthetic_matches(root: Path, name: str) -> bool:
         have = json.loads(meta.read_text())
     except ValueError:
         return False
-    want = json.loads(json.dumps(dict(generator_version=GENERATOR_VERSION, seed=0,
+    want = json.loads(json.dumps(dict(generator_version=GENERATOR_VERSION, seed=synthetic_seed(name),
                                       config=asdict(synthetic_config(name)))))
     return all(json.dumps(have.get(k), sort_keys=True) == json.dumps(v, sort_keys=True) for k, v in want.items())
 
@@ -261,7 +264,7 @@ class Study:
         from .config import apply_overrides
         from .methods import get_preset
 
-        base = get_preset(self.preset, method, **self.overrides)
+        base = get_preset(self.preset, method, **self._study_overrides(method))
         kept = {}
         for k, v in ov.items():
             try:
@@ -290,6 +293,25 @@ class Study:
 
         return bool(getattr(METHODS.get(method), "needs_teacher", False))
 
+    def _study_overrides(self, method: str) -> Dict[str, Any]:
+        """The study-wide overrides as they apply to ``method``: a method with its own data (``pretrain``)
+        keeps its corpus; a study on another data folder keeps that corpus beside it (``<root>_pretrain``)."""
+        from .methods import METHODS
+
+        if not getattr(METHODS.get(method), "own_data", False):
+            return self.overrides
+        ov = {k: v for k, v in self.overrides.items() if not k.startswith("data.")}
+        if "data.root" in self.overrides:
+            ov["data.root"] = str(self.overrides["data.root"]).rstrip("/") + "_pretrain"
+        return ov
+
+    def pretrain_path(self) -> str:
+        """The study's pre-trained backbone (one per study, shared by every seed), as stored in configs."""
+        return str(Path(self._cli_dir(self.spec("pretrain", self.seed))) / "model.pt")
+
+    def _needs_pretrain(self, spec: RunSpec) -> bool:
+        return self._run_overrides(spec).get("pretrained_path") == self.pretrain_path()
+
     def teacher_path(self, seed: Optional[int] = None) -> str:
         """The teacher checkpoint a distillation run of ``seed`` uses (as stored in its config)."""
         return str(Path(self._cli_dir(self.spec("teacher", seed))) / "model.pt")
@@ -309,9 +331,12 @@ class Study:
         cadence giving about :data:`EVALS_PER_RUN` evaluations over the run's own epochs."""
         from .methods import get_preset
 
-        ov = {**self.overrides, "seed": spec.seed, **dict(spec.overrides)}
+        ov = {**self._study_overrides(spec.method), "seed": spec.seed, **dict(spec.overrides)}
         if self.needs_teacher(spec.method) and "teacher_path" not in ov:
             ov["teacher_path"] = self.teacher_path(spec.seed)
+        cfg = get_preset(self.preset, spec.method, **ov)
+        if cfg.student_init == "checkpoint" and not cfg.pretrained_path:
+            ov["pretrained_path"] = self.pretrain_path()
         if "eval_every" not in ov:
             ov["eval_every"] = max(1, get_preset(self.preset, spec.method, **ov).optim.epochs // EVALS_PER_RUN)
         return ov
@@ -351,9 +376,14 @@ class Study:
             shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(diff.items())[:6])
             raise FileExistsError(f"{job.run_dir} holds a finished run with a different config ({shown}); "
                                   "pass force=True to re-run it, or use another runs_dir")
-        if job.cfg.teacher_path:
-            from .engine.distiller import file_sha256
+        from .engine.distiller import file_sha256
 
+        if job.cfg.student_init == "checkpoint" and job.cfg.pretrained_path:
+            pp = self._abs(job.cfg.pretrained_path)
+            if pp.is_file() and old.get("pretrained_hash") != file_sha256(str(pp)):
+                job.extra["why"] = "its pre-training was redone"
+                return None
+        if job.cfg.teacher_path:
             tp = self._abs(job.cfg.teacher_path)
             if tp.is_file() and old.get("teacher_hash") != file_sha256(str(tp)):
                 job.extra["why"] = "its teacher was retrained"
@@ -375,6 +405,51 @@ class Study:
     def _log(self, msg: str) -> None:
         if self.verbose:
             print(f"[study] {msg}", flush=True)
+
+    # ---------------------------------------------------------------------------------------------- progress
+    @staticmethod
+    def _epochs(job: "_Job") -> Tuple[int, int]:
+        """``(epochs done, epochs in all)`` of a job, over all its stages (from the training logs)."""
+        from .methods import METHODS
+
+        stages = METHODS.get(job.spec.method).stages(job.cfg)
+        done = 0
+        for stage in stages:
+            log = job.run_dir / stage.subdir / "train_log.csv"
+            if log.is_file():
+                with open(log) as fh:
+                    done += max(0, sum(1 for _ in fh) - 1)
+        return done, sum(st.cfg.optim.epochs for st in stages)
+
+    def progress_line(self, running: Sequence["_Job"], pending: Sequence["_Job"], rates: Sequence[float],
+                      now: Optional[float] = None) -> Optional[str]:
+        """One line on the training pool: every running run's epoch out of its total, the queued runs, and an
+        estimate of the time left for the pool (seconds per unit of :meth:`_cost`, measured on this pool's
+        runs, times the work left, over the job slots). ``None`` when nothing runs."""
+        if not running:
+            return None
+        now = time.time() if now is None else now
+        parts, left, rate_now = [], 0.0, list(rates)
+        for job in running:
+            done, total = self._epochs(job)
+            parts.append(f"{job.spec.name} {done}/{total}")
+            cost = self._cost(job)
+            left += cost * (1.0 - done / max(1, total))
+            if done:
+                rate_now.append((now - job.t0) / (cost * done / max(1, total)))
+        left += sum(self._cost(j) for j in pending)
+        eta = ""
+        if rate_now:
+            secs = left * float(np.median(rate_now)) / max(1, min(self.jobs, len(running) + len(pending)))
+            eta = f" | ~{secs / 60:.0f} min left" if secs >= 90 else f" | ~{secs:.0f} s left"
+        queued = f" | {len(pending)} queued" if pending else ""
+        return f"{PROGRESS_PREFIX} training {', '.join(parts)} (epochs){queued}{eta}"
+
+    def _report_progress(self, line: Optional[str]) -> None:
+        """Print the progress line when it changed; nothing in CI (``CI`` set) or when not verbose."""
+        if line and self.verbose and not os.environ.get("CI") and line != getattr(self, "_last_progress", None):
+            self._last_progress = line
+            print(line, flush=True)
 
     # ---------------------------------------------------------------------------------------------- running
     def _command(self, job: _Job, fresh: bool) -> List[str]:
@@ -453,6 +528,8 @@ class Study:
         running: List[_Job] = []
         failed: List[Tuple[_Job, str]] = []
         pending = list(todo)
+        rates: List[float] = []  # seconds per cost unit of the runs this pool finished
+        next_report = 0.0
         try:
             while pending or running:
                 while pending and len(running) < self.jobs:
@@ -460,6 +537,9 @@ class Study:
                     self._start(job)
                     running.append(job)
                 time.sleep(0.2)
+                if time.time() >= next_report:
+                    self._report_progress(self.progress_line(running, pending, rates))
+                    next_report = time.time() + PROGRESS_EVERY_S
                 for job in [j for j in running if j.proc.poll() is not None]:
                     running.remove(job)
                     rc = job.proc.returncode
@@ -468,6 +548,7 @@ class Study:
                         self._log(f"{job.spec.name}: FAILED (exit status {rc}), log {job.run_dir / RUN_LOG}")
                         continue
                     metrics = self._collect(job)
+                    rates.append((time.time() - job.t0) / max(1e-9, self._cost(job)))
                     results[job.spec] = metrics
                     self._record_summary(metrics)
                     form = deployed_form(metrics["forms"])
@@ -502,10 +583,14 @@ class Study:
 
     def run_many(self, runs: Iterable[Union[str, RunSpec, Sequence[Any]]]) -> List[Dict[str, Any]]:
         """Train or reuse several independent runs (``(method, seed, overrides[, tag])`` tuples, method names
-        or :class:`RunSpec`); the teachers they need come first. Returns their metrics dicts (in order, each
+        or :class:`RunSpec`); the pre-training and the teachers they need come first. Returns their metrics dicts (in order, each
         with an added ``run_dir``). Raises :class:`RunFailed` (with log tails) after the other runs finish
         if any run fails."""
         specs = [self._as_spec(r) for r in runs]
+        pre = self.spec("pretrain", self.seed)
+        if any(self._needs_pretrain(s) for s in specs) and (not (self.run_dir(pre) / "metrics.json").is_file()
+                                                             or self.force_since is not None):
+            self._execute([pre])  # the root of every run that starts from it
         teachers = [s for s in specs if s.method == "teacher"]
         teachers += [self.spec("teacher", s.seed) for s in specs if self.needs_teacher(s.method)]
         pending_teachers = {t for t in teachers if not (self.run_dir(t) / "metrics.json").is_file()
@@ -539,7 +624,8 @@ class Study:
         """One row per (run, form) of every finished run under ``runs_dir/<preset>/`` (every preset with
         ``all_presets``): run, run_dir, method, tag, preset, dataset, seed, form, deployed (the run's deployed
         form), the form's metrics (mAP, intervals, rank-k, mINP, params, params_no_classifier, macs), and
-        wall_time_s, epochs, target_macs, threshold from the run's config."""
+        wall_time_s, epochs, target_macs, threshold from the run's config. Runs without a benchmark form (the
+        pre-training, evaluated on its own corpus) are left out."""
         import pandas as pd
 
         root = self._abs(self.runs_dir)
@@ -547,6 +633,8 @@ class Study:
         rows = []
         for p in paths:
             m = json.loads(p.read_text())
+            if not set(m["forms"]) & set(SUMMARY_FORMS):
+                continue
             cfg = m.get("config", {})
             name, method, seed = p.parent.name, m["method"], m["seed"]
             tag = name[len(method) + 1: -len(f"-s{seed}")] if name.startswith(method + "-") else ""

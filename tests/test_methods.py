@@ -41,8 +41,8 @@ def _check_form(rec):
 
 
 def test_registries_list_the_methods_and_presets():
-    assert METHODS.names() == sorted(["teacher", "student", "kd", "np", "deap", "kd_np_direct", "kd_then_np",
-                                      "np_then_kd"])
+    assert METHODS.names() == sorted(["pretrain", "teacher", "student", "kd", "np", "deap", "kd_np_direct",
+                                      "kd_then_np", "np_then_kd"])
     assert PRESETS.names() == ["cpu", "paper", "quick"]
     with pytest.raises(KeyError, match="unknown method 'deep'; valid names: deap, kd"):
         METHODS.get("deep")
@@ -63,7 +63,7 @@ def test_synthetic_dataset_names():
     assert easy == SyntheticConfig.at_difficulty(0.05) and easy != SyntheticConfig()
     assert synthetic_config("tiny").num_train_ids == 8
     assert get_preset("cpu").data.synthetic in ("default", "easy")
-    with pytest.raises(KeyError, match="unknown synthetic dataset 'hard'; valid names: default, easy, tiny"):
+    with pytest.raises(KeyError, match="unknown synthetic dataset 'hard'; valid names: default, easy, pretrain, tiny, tiny_pretrain"):
         synthetic_config("hard")
 
 
@@ -211,6 +211,10 @@ def test_cli_data_generates_the_presets_synthetic_set(tmp_path, capsys):
     assert main(["data", "--preset", "quick", "--root", str(root)]) == 0  # complete copy: reused
     assert main(["data", "--preset", "paper"]) == 2
     assert "reads real data" in capsys.readouterr().err
+    pre = tmp_path / "pre"  # a named set with its own generator stream (the pre-training corpus)
+    assert main(["data", "--preset", "quick", "--name", "tiny_pretrain", "--root", str(pre)]) == 0
+    meta_pre = json.loads((pre / "meta.json").read_text())
+    assert meta_pre["seed"] == 1 and meta_pre["config"]["num_train_ids"] == 10
 
 
 def test_code_version_ignores_study_outputs(tmp_path):

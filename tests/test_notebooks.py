@@ -89,7 +89,8 @@ def test_every_figure_and_table_is_introduced_in_markdown():
 def test_notebook_parameters_parsed():
     assert notebook_parameters(notebook_dir() / "02_dilemma.ipynb") == list(PARAMETERS) + ["target_macs", "sequential",
                                                                                         "seeds"]
-    assert notebook_parameters(notebook_dir() / "01_teacher.ipynb") == list(PARAMETERS) + ["convergence", "seeds"]
+    assert notebook_parameters(notebook_dir() / "01_teacher.ipynb") == list(PARAMETERS) + ["convergence", "seeds",
+                                                                                       "pretrain"]
 
 
 def test_kernel_is_this_interpreter():
@@ -134,11 +135,17 @@ def study(tmp_path_factory):
     kw = dict(preset="quick", data_root=str(root / "data"), out=str(root / "results"), runs_dir=str(root / "runs"),
               epochs=EPOCHS, jobs=2, readme=readme, cwd=REPO, log=lambda m: None,
               parameters={"target_macs": TARGET_MACS, "latency_rounds": 2, "sequential": True,
-                          "convergence": True, "seeds": list(SEEDS)})
+                          "convergence": True, "seeds": list(SEEDS),
+                          "pretrain": True})
+    import io
+
+    from deap_lib.reproduce import ProgressEcho
+
+    echoed = io.StringIO()
     t0 = time.time()
-    report = reproduce(**kw)
+    report = reproduce(**kw, echo=ProgressEcho(echoed))
     seconds = time.time() - t0
-    return {"root": root, "results": root / "results", "runs": root / "runs", "readme": readme, "kw": kw,
+    return {"echoed": echoed.getvalue(), "root": root, "results": root / "results", "runs": root / "runs", "readme": readme, "kw": kw,
             "report": report, "seconds": seconds}
 
 
@@ -152,6 +159,14 @@ def _pct(v):
 
 def _interval(d, key="mAP"):
     return d[f"{key}_low"] - 1e-9 <= d[key] <= d[f"{key}_high"] + 1e-9
+
+
+def test_reproduce_echoes_what_the_training_behind_a_notebook_does(study):
+    """A newcomer sees the runs start and finish (and, outside CI, their epochs and the time left)."""
+    lines = study["echoed"].splitlines()
+    assert lines and all(line.startswith(("[study]", "[progress]")) for line in lines)
+    assert any(line.startswith("[study] teacher-s0: training") for line in lines)
+    assert any(line.startswith("[study] deap-") and " done in " in line for line in lines)
 
 
 def test_all_notebooks_executed(study):
@@ -199,6 +214,14 @@ def test_01_teacher(study):
     assert set(r["per_seed"]) == {f"{m}-s{s}" for m in ("teacher", "student") for s in SEEDS}
     assert all(_pct(v) for v in r["per_seed"].values())
     assert r["per_seed"]["teacher-s0"] == r["teacher_mAP"]
+    p = r["pretraining"]  # the stand-in for ImageNet, trained once on its own corpus, and its transfer gain
+    assert p["pretrain_corpus"] == "tiny_pretrain" and p["pretrain_epochs"] == EPOCHS
+    assert _pct(p["pretrain_mAP_own_corpus"]) and _pct(p["student_random_mAP"]) and _pct(p["student_pretrained_mAP"])
+    assert abs(p["gain"] - (p["student_pretrained_mAP"] - p["student_random_mAP"])) < 1e-6
+    assert p["gain_low"] - 1e-9 <= p["gain"] <= p["gain_high"] + 1e-9
+    assert (study["runs"] / "quick" / "pretrain-s0" / "model.pt").is_file()
+    assert (study["results"] / "tables" / "01_5_pretraining.csv").is_file()
+    assert (study["results"] / "figures" / "01_6_pretraining_curves.png").is_file()
 
 
 def test_seeds_are_separate_runs(study):

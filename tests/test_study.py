@@ -544,3 +544,89 @@ def test_main_seeds_and_from_notebook(tmp_path, monkeypatch):
     st = Study.from_notebook(params)
     assert Path.cwd() == repo and st.base == repo and st.seed == 1 and st.jobs == 1
     assert st.config("student").optim.epochs == 3 and st.config("student").device == "cpu"
+
+
+def test_progress_line_counts_epochs_and_estimates_time_left(tmp_path, monkeypatch):
+    from deap_lib.study import _Job
+
+    s = Study("quick", runs_dir=tmp_path / "runs", results_dir=tmp_path / "r", jobs=2)
+    jobs = []
+    for method, done in (("teacher", 1), ("student", 0)):
+        spec = s.spec(method)
+        job = _Job(spec, s.config(spec), s.run_dir(spec), t0=100.0)
+        job.run_dir.mkdir(parents=True)
+        (job.run_dir / "train_log.csv").write_text("epoch,loss\n" + "".join(f"{e},1.0\n" for e in range(1, done + 1)))
+        jobs.append(job)
+    teacher, student = jobs
+    queued = _Job(s.spec("kd"), s.config(s.spec("kd")), s.run_dir(s.spec("kd")))
+    # quick: teacher 3 epochs (cost 3.0), student 2 epochs (cost 2.0), kd 2 epochs with a teacher (cost 2.7)
+    assert s._epochs(teacher) == (1, 3) and s._epochs(student) == (0, 2)
+    line = s.progress_line([teacher, student], [queued], rates=[], now=130.0)
+    # the teacher did 1/3 of its cost 3 in 30 s: 30 s per cost unit; work left 2 + 2 + 2.7 = 6.7 units over
+    # 2 slots -> 100.5 s = ~2 min
+    assert line == "[progress] training teacher-s0 1/3, student-s0 0/2 (epochs) | 1 queued | ~2 min left"
+    assert s.progress_line([], [queued], rates=[]) is None
+    assert "left" not in s.progress_line([student], [], rates=[], now=130.0)  # no epoch done yet: no estimate
+    printed = []
+    monkeypatch.setattr("builtins.print", lambda *a, **k: printed.append(a[0]))
+    monkeypatch.delenv("CI", raising=False)
+    s._report_progress(line)
+    s._report_progress(line)  # unchanged: not repeated
+    monkeypatch.setenv("CI", "true")
+    s._report_progress(line.replace("1/3", "2/3"))  # quiet in CI
+    assert printed == [line]
+
+
+def test_progress_echo_passes_study_lines_and_rewrites_on_a_terminal():
+    import io
+
+    from deap_lib.reproduce import ProgressEcho
+
+    plain = io.StringIO()
+    e = ProgressEcho(plain)
+    e.write("a table row\n[study] teacher-s0: training\n[progr")
+    e.write("ess] training teacher-s0 1/3 (epochs)\nother\n")
+    assert plain.getvalue() == "[study] teacher-s0: training\n[progress] training teacher-s0 1/3 (epochs)\n"
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty = Tty()
+    e = ProgressEcho(tty)
+    e.write("[progress] a\n[progress] b\n[study] done\n")
+    assert tty.getvalue() == "\r" + "[progress] a".ljust(160) + "\r" + "[progress] b".ljust(160) + "\n[study] done\n"
+
+
+def test_pretraining_stage_runs_first_and_is_shared(tmp_path):
+    """A run that starts from the pre-trained backbone gets the study's pretrain run (trained first, on its
+    own corpus beside the study's data), records its hash, and is retrained when the pre-training is redone."""
+    import torch
+
+    from deap_lib.engine.distiller import file_sha256
+    from deap_lib.export import load_compact, save_compact
+
+    s = Study("quick", data_root=tmp_path / "data", runs_dir=tmp_path / "runs", results_dir=tmp_path / "r",
+              jobs=1, base=tmp_path, verbose=False)
+    pre_cfg = s.config("pretrain")
+    assert pre_cfg.data.synthetic == "tiny_pretrain" and pre_cfg.data.root == str(tmp_path / "data") + "_pretrain"
+    assert pre_cfg.student_init == "random"
+    assert s.config("student").pretrained_path is None  # the quick preset starts from random weights
+    warm = s.config("student", overrides={"student_init": "checkpoint"})
+    assert warm.pretrained_path == s.pretrain_path() == str(tmp_path / "runs" / "quick" / "pretrain-s0" / "model.pt")
+    (m,) = s.run_many([("student", 0, {"student_init": "checkpoint"})])
+    pre = s.metrics(s.run_dir("pretrain"))
+    assert set(pre["forms"]) == {"pretrained"} and pre["config"]["data"]["synthetic"] == "tiny_pretrain"
+    path = tmp_path / "runs" / "quick" / "pretrain-s0" / "model.pt"
+    assert m["pretrained_hash"] == file_sha256(str(path))
+    student = load_compact(str(Path(m["run_dir"]) / "model.pt"))
+    assert student.config["pcp"] is None
+    # the pretrain run is no row of the benchmark's tables
+    assert set(s.load_runs()["method"]) == {"student"}
+    assert s.run_many([("student", 0, {"student_init": "checkpoint"})])[0]["wall_time_s"] == m["wall_time_s"]
+    other = load_compact(str(path))
+    with torch.no_grad():
+        next(other.parameters()).add_(1.0)
+    save_compact(other, str(path))  # the pre-training changed: its dependants retrain
+    again = s.run_many([("student", 0, {"student_init": "checkpoint"})])[0]
+    assert again["wall_time_s"] != m["wall_time_s"] and again["pretrained_hash"] == file_sha256(str(path))

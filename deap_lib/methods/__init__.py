@@ -1,6 +1,6 @@
 """Named recipes (methods) and presets; ``run(cfg, out_dir)`` trains, prunes, evaluates and records one run.
 
-Methods (``METHODS`` registry): teacher, student, kd, np, deap, kd_np_direct, kd_then_np, np_then_kd; a
+Methods (``METHODS`` registry): pretrain, teacher, student, kd, np, deap, kd_np_direct, kd_then_np, np_then_kd; a
 plugin module registers more (``METHODS.register(name, cls)``; ``python -m deap_lib --plugin FILE ...``).
 Presets (``PRESETS`` registry): quick, cpu, paper.
 """
@@ -11,10 +11,10 @@ from .direct import KDNPDirect
 from .kd import KD
 from .np import NP
 from .sequential import KDThenNP, NPThenKD, Sequential
-from .task import Student, Teacher
+from .task import Pretrain, Student, Teacher
 
 METHODS: Registry = Registry("method")
-for _cls in (Teacher, Student, KD, NP, DEAP, KDNPDirect, KDThenNP, NPThenKD):
+for _cls in (Pretrain, Teacher, Student, KD, NP, DEAP, KDNPDirect, KDThenNP, NPThenKD):
     METHODS.register(_cls.name, _cls)
 
 from .presets import PRESETS, get_preset  # noqa: E402

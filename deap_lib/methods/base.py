@@ -98,6 +98,8 @@ class Method(nn.Module):
     form = "student"
     #: a dataclass of this method's own config keys (``cfg.args``); None: it has none
     Args: Optional[type] = None
+    #: trains on its own data (the pre-training corpus): a study's data overrides do not apply
+    own_data = False
 
     def __init__(self, cfg: RunConfig, student: ReIDNet, teacher: Optional[ReIDNet] = None, *,
                  teacher_hash: Optional[str] = None):

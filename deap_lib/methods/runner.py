@@ -55,6 +55,10 @@ def build_student(cfg: RunConfig, num_classes: int, pcp: Optional[str]) -> ReIDN
         raise UserError(f"student_init must be 'random', 'imagenet' or 'checkpoint', got {cfg.student_init!r}")
     if not cfg.pretrained_path:
         raise UserError(f"student_init={cfg.student_init!r} needs pretrained_path")
+    if not Path(cfg.pretrained_path).is_file():
+        raise UserError(f"pretrained_path {cfg.pretrained_path} not found" + (
+            f"; train it with: python -m deap_lib train --method pretrain --preset {cfg.preset} --out "
+            f"{Path(cfg.pretrained_path).parent}" if cfg.student_init == "checkpoint" else ""))
     plain = build_model(m.arch, num_classes, pcp=None, **kw)
     if cfg.student_init == "imagenet":
         load_pretrained(plain, cfg.pretrained_path)
@@ -234,6 +238,7 @@ def run(cfg: RunConfig, out_dir: Union[str, Path], *, resume: bool = False, forc
         "dataset": cfg.data.dataset, "seed": cfg.seed, "config": cfg.to_dict(), "code_version": code_version(),
         "device": str(device), "world_size": get_world_size(), "torch": torch.__version__,
         "threads": torch.get_num_threads(), "wall_time_s": time.time() - t0, "teacher_hash": teacher_hash,
+        "pretrained_hash": file_sha256(cfg.pretrained_path) if cfg.student_init != "random" else None,
         "forms": rec.forms, **ctx.extra, **extra,
     }
     if get_world_size() > 1:

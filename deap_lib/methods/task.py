@@ -10,6 +10,20 @@ class Teacher(Method):
     form = "teacher"
 
 
+class Pretrain(Method):
+    """The stand-in for ImageNet pre-training (ours; METHODS 1.2: the paper starts teacher and student from
+    ImageNet weights): identity classification (CE-LS + triplet) of a generic backbone on a corpus disjoint
+    from the benchmark by construction - the preset's ``pretrain`` synthetic set, generated from its own
+    stream (other identities, other camera styles) with harsher nuisances (a domain shift). Trained once per
+    study; runs with ``student_init="checkpoint"`` start from its backbone (the head starts fresh). Its own
+    data: a study's data overrides do not apply to it (``own_data``). Recorded as form ``pretrained``
+    (evaluated on the corpus's own test split, never a row of the benchmark's tables)."""
+
+    name = "pretrain"
+    form = "pretrained"
+    own_data = True
+
+
 class Student(Method):
     """The student architecture trained alone: the no-KD, no-pruning baseline."""
 

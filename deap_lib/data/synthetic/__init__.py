@@ -37,10 +37,10 @@ from .model import build_vehicle_model
 from .scene import (camera_style, encode_jpeg, image_params, render_identity, render_image,
                     render_vehicle)
 from .writer import (FACTOR_COLUMNS, SYNTHETIC, ensure_synthetic, make_synthetic_veri, read_factors, sample_grid,
-                     synthetic_config)
+                     synthetic_config, synthetic_seed)
 
 __all__ = ["DEFAULT_DIFFICULTY", "GENERATOR_VERSION", "NUM_VERI_IDS", "VEHICLE_TYPES", "SyntheticConfig",
            "SyntheticInfo", "VehicleIdentity", "sample_identity", "build_vehicle_model", "camera_style",
            "encode_jpeg", "image_params", "render_identity", "render_image", "render_vehicle", "FACTOR_COLUMNS",
            "SYNTHETIC", "ensure_synthetic", "make_synthetic_veri", "read_factors", "sample_grid",
-           "synthetic_config"]
+           "synthetic_config", "synthetic_seed"]
