@@ -251,6 +251,21 @@ def main_table(runs, *, teacher: Optional[str] = None, methods: Optional[Sequenc
     return pd.DataFrame(rows, columns=MAIN_COLUMNS)
 
 
+#: the study's plateau rule: a run has reached its plateau when its last two evaluations differ by less
+PLATEAU_POINTS = 1.0
+
+
+def plateau(log) -> Dict[str, Any]:
+    """Whether a training log's mAP curve has flattened: the last two evaluations (``eval_mAP``) and their
+    difference in points (``delta`` = last - previous), ``flat`` when ``|delta| < PLATEAU_POINTS``. With fewer
+    than two evaluations ``delta`` is NaN and ``flat`` False."""
+    ev = log["eval_mAP"].dropna() if "eval_mAP" in log else []
+    if len(ev) < 2:
+        return {"last": float("nan"), "previous": float("nan"), "delta": float("nan"), "flat": False}
+    last, prev = float(ev.iloc[-1]), float(ev.iloc[-2])
+    return {"last": last, "previous": prev, "delta": last - prev, "flat": abs(last - prev) < PLATEAU_POINTS}
+
+
 def format_main_table(table, digits: int = 1):
     """The Markdown-friendly view of :func:`main_table`: intervals as text, units in the headers."""
     import pandas as pd

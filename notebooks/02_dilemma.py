@@ -118,6 +118,17 @@ ax.legend(fontsize=7, ncol=2)
 R.save_figure(fig, out, "02_3_dilemma_curves", caption="mAP over training epochs (before the final cut)")
 
 # %% [markdown]
+# **Table 02_8**: have the students reached their plateau? The study's rule: a run's curve has flattened when
+# its last two evaluations differ by less than 1 point (`delta`, last minus previous). The uncompressed KD
+# student above all must be flat; otherwise the comparison is about the schedule, not the methods.
+
+# %%
+plateaus = pd.DataFrame([{"method": m["method"], **R.plateau(study.train_log(m["run_dir"]))} for m in ms])
+R.save_table(plateaus, out, "02_8_plateau", caption="Last two evaluations of every run (mAP %) and their "
+             f"difference; flat: |delta| < {R.PLATEAU_POINTS:g} point")
+plateaus
+
+# %% [markdown]
 # ## Is DEAP better than each alternative?
 #
 # **Table 02_4**: DEAP's absorbed model minus every other deployed model, paired bootstrap over query
@@ -187,4 +198,6 @@ R.record(out, "02_dilemma", {"target_macs": float(target_macs), "methods": rec,
                                                         for k in ("d_mAP", "d_low", "d_high", "p_better", "verdict")}
                                          for r in vs.to_dict("records")},
                              "deap_minus_best_pruning_baseline": rec["deap"]["mAP"] - best_baseline,
-                             "seed_stats": seed_rec})
+                             "seed_stats": seed_rec,
+                             "plateau": {r["method"]: {k: r[k] for k in ("last", "previous", "delta", "flat")}
+                                         for r in plateaus.to_dict("records")}})

@@ -240,6 +240,10 @@ def test_02_dilemma(study):
     assert r["target_macs"] == TARGET_MACS
     methods = r["methods"]
     assert set(methods) == {"teacher", "student", "kd", "np", "kd_then_np", "np_then_kd", "kd_np_direct", "deap"}
+    pl = r["plateau"]  # the last two evaluations of every run of seed 0 and the flatness rule
+    assert {"kd", "deap", "teacher"} <= set(pl)
+    for m, d in pl.items():
+        assert abs(d["delta"] - (d["last"] - d["previous"])) < 1e-9 and d["flat"] == (abs(d["delta"]) < 1.0), m
     for m, d in methods.items():
         assert _pct(d["mAP"]) and _interval(d), m
         assert d["d_mAP_low"] - 1e-9 <= d["d_mAP"] <= d["d_mAP_high"] + 1e-9, m

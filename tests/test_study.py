@@ -530,6 +530,15 @@ def test_concurrent_summary_appends_lose_nothing(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["summary.csv"]  # no lock or temp files left
 
 
+def test_plateau_rule_hand_computed():
+    log = pd.DataFrame({"epoch": [1, 2, 3, 4], "eval_mAP": [30.0, None, 50.5, 51.2]})
+    assert R.plateau(log) == {"last": 51.2, "previous": 50.5, "delta": pytest.approx(0.7), "flat": True}
+    steep = R.plateau(pd.DataFrame({"eval_mAP": [40.0, 42.0]}))
+    assert steep["delta"] == 2.0 and not steep["flat"]
+    assert not R.plateau(pd.DataFrame({"eval_mAP": [40.0]}))["flat"]
+    assert math.isnan(R.plateau(pd.DataFrame({"loss": [1.0]}))["delta"])
+
+
 def test_main_seeds_and_from_notebook(tmp_path, monkeypatch):
     s = Study("quick", runs_dir=tmp_path / "runs", results_dir=tmp_path / "r", seed=4)
     assert s.main_seeds(None, full=False) == [4]
