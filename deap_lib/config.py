@@ -35,6 +35,7 @@ class DataConfig:
     re_prob: float = 0.5
     re_fill: str = "zero"  # "zero" | "imagenet_mean_quirk" (released code)
     test_batch_size: int = 128
+    cache_images: bool = False  # keep decoded training / transformed test images in memory (small sets)
 
 
 @dataclass

@@ -510,27 +510,65 @@ class Study:
                                f"({', '.join(list(diff)[:6])}); this is a bug in deap_lib.study")
         return metrics
 
-    def _execute(self, specs: Sequence[RunSpec]) -> Dict[RunSpec, Dict[str, Any]]:
-        """Reuse or train ``specs`` (independent runs), ``jobs`` at a time; summary rows per finished run."""
+    def _execute(self, specs: Sequence[RunSpec],
+                 deps: Optional[Mapping[RunSpec, Sequence[RunSpec]]] = None) -> Dict[RunSpec, Dict[str, Any]]:
+        """Reuse or train ``specs``, ``jobs`` at a time; summary rows per finished run. ``deps[s]``: runs of
+        ``specs`` that ``s`` needs (its pre-training, its teacher): ``s`` is checked for reuse and started only
+        once they are done, and fails without starting when one of them failed. Among the runs ready to start,
+        the longest chain of training still hanging on a run (its own cost plus its dependants') goes first."""
+        deps = {s: [d for d in dict.fromkeys((deps or {}).get(s, ())) if d != s] for s in dict.fromkeys(specs)}
+        order = list(deps)
         results: Dict[RunSpec, Dict[str, Any]] = {}
-        todo: List[_Job] = []
-        for spec in dict.fromkeys(specs):  # unique, in order
-            job = _Job(spec, self.config(spec), self.run_dir(spec))
-            old = self._finished(job)
-            if old is None:
-                todo.append(job)
-            else:
-                results[spec] = old
-                self._record_summary(old)
-        if todo:
-            self.prepare_data()
-            todo.sort(key=lambda j: -self._cost(j))  # longest first: better packing of the job slots
+        dependants: Dict[RunSpec, List[RunSpec]] = {s: [] for s in order}
+        for s, ds in deps.items():
+            for d in ds:
+                if d not in dependants:
+                    raise ValueError(f"{s.name} depends on {d.name}, which is not among the runs to execute")
+                dependants[d].append(s)
+        jobs = {s: _Job(s, self.config(s), self.run_dir(s)) for s in order}
+        chain: Dict[RunSpec, float] = {}
+
+        def chain_cost(s: RunSpec) -> float:  # cost of s plus the costliest chain of runs waiting on it
+            if s not in chain:
+                chain[s] = self._cost(jobs[s]) + max((chain_cost(t) for t in dependants[s]), default=0.0)
+            return chain[s]
+
+        waiting = list(order)  # not yet checked for reuse
+        pending: List[_Job] = []  # to train, their dependencies done
         running: List[_Job] = []
         failed: List[Tuple[_Job, str]] = []
-        pending = list(todo)
+        failed_specs: set = set()
         rates: List[float] = []  # seconds per cost unit of the runs this pool finished
         next_report = 0.0
+        prepared = False
+
+        def release() -> None:  # check the runs whose dependencies are settled: reuse, queue or fail them
+            nonlocal prepared
+            changed = True
+            while changed:
+                changed = False
+                for s in list(waiting):
+                    if any(d in failed_specs for d in deps[s]):
+                        waiting.remove(s)
+                        failed_specs.add(s)
+                        failed.append((jobs[s], "not started: a run it needs failed"))
+                        changed = True
+                    elif all(d in results for d in deps[s]):
+                        waiting.remove(s)
+                        old = self._finished(jobs[s])
+                        if old is None:
+                            pending.append(jobs[s])
+                        else:
+                            results[s] = old
+                            self._record_summary(old)
+                            changed = True
+            if pending and not prepared:
+                self.prepare_data()
+                prepared = True
+            pending.sort(key=lambda j: -chain_cost(j.spec))
+
         try:
+            release()
             while pending or running:
                 while pending and len(running) < self.jobs:
                     job = pending.pop(0)
@@ -545,15 +583,17 @@ class Study:
                     rc = job.proc.returncode
                     if rc != 0 or not (job.run_dir / "metrics.json").is_file():
                         failed.append((job, f"exit status {rc}"))
+                        failed_specs.add(job.spec)
                         self._log(f"{job.spec.name}: FAILED (exit status {rc}), log {job.run_dir / RUN_LOG}")
-                        continue
-                    metrics = self._collect(job)
-                    rates.append((time.time() - job.t0) / max(1e-9, self._cost(job)))
-                    results[job.spec] = metrics
-                    self._record_summary(metrics)
-                    form = deployed_form(metrics["forms"])
-                    self._log(f"{job.spec.name}: done in {time.time() - job.t0:.1f} s, {form} mAP "
-                              f"{metrics['forms'][form]['mAP_text']}")
+                    else:
+                        metrics = self._collect(job)
+                        rates.append((time.time() - job.t0) / max(1e-9, self._cost(job)))
+                        results[job.spec] = metrics
+                        self._record_summary(metrics)
+                        form = deployed_form(metrics["forms"])
+                        self._log(f"{job.spec.name}: done in {time.time() - job.t0:.1f} s, {form} mAP "
+                                  f"{metrics['forms'][form]['mAP_text']}")
+                    release()
         except BaseException:
             for job in running:  # only the processes this call started
                 if job.proc.poll() is None:
@@ -588,18 +628,19 @@ class Study:
         if any run fails."""
         specs = [self._as_spec(r) for r in runs]
         pre = self.spec("pretrain", self.seed)
-        if any(self._needs_pretrain(s) for s in specs) and (not (self.run_dir(pre) / "metrics.json").is_file()
-                                                             or self.force_since is not None):
-            self._execute([pre])  # the root of every run that starts from it
-        teachers = [s for s in specs if s.method == "teacher"]
-        teachers += [self.spec("teacher", s.seed) for s in specs if self.needs_teacher(s.method)]
-        pending_teachers = {t for t in teachers if not (self.run_dir(t) / "metrics.json").is_file()
-                            or self.force_since is not None}
-        # first the teachers still to train, with every run that needs none; then the distillation runs
-        first = list(dict.fromkeys(teachers + [s for s in specs if not self.needs_teacher(s.method)])) \
-            if pending_teachers else []
-        done = self._execute(first) if first else {}
-        done.update(self._execute([s for s in specs if s not in done]))
+        deps: Dict[RunSpec, List[RunSpec]] = {}
+        todo = list(specs)
+        for s in specs:
+            if self.needs_teacher(s.method):
+                t = self.spec("teacher", s.seed)
+                deps.setdefault(s, []).append(t)
+                todo.append(t)
+        for s in list(dict.fromkeys(todo)):
+            if s != pre and self._needs_pretrain(s):
+                deps.setdefault(s, []).append(pre)
+                todo.append(pre)
+        # one pool: the pre-training and the teachers start first, every run as soon as what it needs is done
+        done = self._execute(list(dict.fromkeys(todo)), deps)
         return [{**done[s], "run_dir": str(self.run_dir(s))} for s in specs]
 
     def run(self, method: str, seed: Optional[int] = None, *, tag: Optional[str] = None,

@@ -65,9 +65,17 @@ seeds = study.main_seeds(seeds, full)  # the full study repeats the main runs wi
 if convergence is None:
     convergence = full
 epochs_t = study.config("teacher").optim.epochs
+warm_is_main = study.config("student").student_init == "checkpoint"
+if pretrain is None:
+    pretrain = warm_is_main
 specs = [(m, s, {}) for m in ("teacher", "student") for s in seeds]
-if convergence:  # a teacher with twice the epochs, trained in the same pool (both cores busy)
+extra = {}  # the doubled-schedule teacher and the pre-training's twin student, trained in the same pool
+if convergence:
+    extra["x2"] = len(specs)
     specs.append(("teacher", seed, {"optim.epochs": 2 * epochs_t}, "x2"))
+if pretrain:  # the plain student from the other start, for the transfer gain
+    extra["twin"] = len(specs)
+    specs.append(("student", seed, {"student_init": "random" if warm_is_main else "checkpoint"}))
 ms = study.run_many(specs)
 by = {(m["method"], m["seed"]): m for m in ms[:2 * len(seeds)]}
 teacher, student = by[("teacher", seed)], by[("student", seed)]
@@ -113,7 +121,7 @@ conv = {}
 if convergence:
     from deap_lib.evaluation import paired_bootstrap
 
-    longer = ms[-1]
+    longer = ms[extra["x2"]]
     pq = [dict(np.load(Path(m["run_dir"]) / "per_query_teacher.npz")) for m in (longer, teacher)]
     d = paired_bootstrap(*pq)["mAP"]
     conv = {"epochs": epochs_t, "epochs_long": 2 * epochs_t, "mAP": teacher["forms"]["teacher"]["mAP"],
@@ -150,13 +158,10 @@ else:
 
 # %%
 pre = {}
-if pretrain is None:
-    pretrain = study.config("student").student_init == "checkpoint"
 if pretrain:
     from deap_lib.evaluation import paired_bootstrap
 
-    warm_is_main = study.config("student").student_init == "checkpoint"
-    twin = study.run("student", seed, overrides={"student_init": "random" if warm_is_main else "checkpoint"})
+    twin = ms[extra["twin"]]
     cold, warm = (twin, student) if warm_is_main else (student, twin)
     pre_run = study.metrics(study.run_dir("pretrain"))
     pf = pre_run["forms"]["pretrained"]

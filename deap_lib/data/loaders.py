@@ -35,11 +35,22 @@ class ImageDataset(Dataset):
     The key may also be ``(i, sample_seed)`` (``RandomIdentitySampler(with_seeds=True)``): the
     transform then runs under a torch RNG seeded with ``sample_seed`` (the caller's RNG state is
     restored afterwards), so augmentations do not depend on worker count or iteration history.
+
+    ``cache="decoded"`` keeps every decoded image in memory after its first read (the transform still runs
+    on each access, so augmentations are unchanged); ``cache="output"`` keeps the transformed sample, for a
+    deterministic (test) transform only. Each loader worker holds its own cache.
     """
 
-    def __init__(self, items: Sequence[Tuple[str, int, int]], transform: Optional[Callable] = None):
+    CACHES = ("", "decoded", "output")
+
+    def __init__(self, items: Sequence[Tuple[str, int, int]], transform: Optional[Callable] = None,
+                 cache: str = ""):
+        if cache not in self.CACHES:
+            raise ValueError(f"ImageDataset cache must be one of {self.CACHES}, got {cache!r}")
         self.items = list(items)
         self.transform = transform
+        self.cache = cache
+        self._store: dict = {}
 
     def __len__(self) -> int:
         return len(self.items)
@@ -47,7 +58,14 @@ class ImageDataset(Dataset):
     def __getitem__(self, key: Union[int, Tuple[int, int]]):
         index, sample_seed = (key if isinstance(key, tuple) else (key, None))
         path, pid, camid = self.items[index][:3]
-        img = read_image(path)
+        if self.cache == "output" and index in self._store:
+            return self._store[index], int(pid), int(camid), int(index)
+        if self.cache == "decoded":
+            img = self._store.get(index)
+            if img is None:
+                img = self._store[index] = read_image(path)
+        else:
+            img = read_image(path)
         if self.transform is not None:
             if sample_seed is None:
                 img = self.transform(img)
@@ -57,6 +75,8 @@ class ImageDataset(Dataset):
                     # image (with a stack capture), ~40 % of the loading time of a 64 px batch
                     torch.default_generator.manual_seed(int(sample_seed))
                     img = self.transform(img)
+        if self.cache == "output":
+            self._store[index] = img
         return img, int(pid), int(camid), int(index)
 
 
@@ -73,17 +93,19 @@ def _items(dataset) -> list:
 
 def build_train_loader(dataset, *, batch_size: int, num_instances: int,
                        transform_cfg: Union[TransformConfig, dict, None] = None, num_workers: int = 0, seed: int = 0,
-                       num_replicas: int = 1, rank: int = 0, pin_memory: bool = False) -> DataLoader:
+                       num_replicas: int = 1, rank: int = 0, pin_memory: bool = False,
+                       cache: bool = False) -> DataLoader:
     """P x K training loader over ``dataset.train`` (or a list of items).
 
     ``batch_size`` is the global P * K; each of ``num_replicas`` ranks gets ``batch_size / num_replicas``.
     Augmentations are seeded per sample from ``(seed, epoch, position)``: call
     ``loader.sampler.set_epoch(e)`` every epoch; results are identical for any ``num_workers``.
+    ``cache``: keep the decoded images in memory (same batches, no re-decoding from the second epoch on).
     """
     items = _items(dataset)
     sampler = RandomIdentitySampler(items, num_instances, batch_size, seed, num_replicas=num_replicas, rank=rank,
                                     with_seeds=True)
-    ds = ImageDataset(items, build_transforms(transform_cfg, train=True))
+    ds = ImageDataset(items, build_transforms(transform_cfg, train=True), cache="decoded" if cache else "")
     return DataLoader(ds, batch_size=batch_size // num_replicas, sampler=sampler, num_workers=num_workers,
                       drop_last=True, pin_memory=pin_memory, worker_init_fn=seed_worker,
                       generator=torch.Generator().manual_seed(int(seed)),
@@ -91,8 +113,9 @@ def build_train_loader(dataset, *, batch_size: int, num_instances: int,
 
 
 def build_test_loader(items, *, transform_cfg: Union[TransformConfig, dict, None] = None, batch_size: int = 128,
-                      num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
-    """Deterministic loader in item order (e.g. ``dataset.query + dataset.gallery``)."""
-    ds = ImageDataset(list(items), build_transforms(transform_cfg, train=False))
+                      num_workers: int = 0, pin_memory: bool = False, cache: bool = False) -> DataLoader:
+    """Deterministic loader in item order (e.g. ``dataset.query + dataset.gallery``); ``cache``: keep the
+    transformed images in memory (the test transform is deterministic), for repeated evaluations."""
+    ds = ImageDataset(list(items), build_transforms(transform_cfg, train=False), cache="output" if cache else "")
     return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers, drop_last=False,
                       pin_memory=pin_memory, worker_init_fn=seed_worker)

@@ -34,8 +34,9 @@ class RunData:
         self.train = build_train_loader(self.dataset, batch_size=d.ids_per_batch * d.num_instances,
                                         num_instances=d.num_instances, transform_cfg=tcfg,
                                         num_workers=d.num_workers, seed=cfg.seed, num_replicas=world_size,
-                                        rank=rank)
-        kw = dict(transform_cfg=tcfg, batch_size=d.test_batch_size, num_workers=d.num_workers)
+                                        rank=rank, cache=d.cache_images)
+        kw = dict(transform_cfg=tcfg, batch_size=d.test_batch_size, num_workers=d.num_workers,
+                  cache=d.cache_images)
         self.query = build_test_loader(self.dataset.query, **kw)
         self.gallery = build_test_loader(self.dataset.gallery, **kw)
         self.train_plain = build_test_loader(self.dataset.train, **kw)
