@@ -82,7 +82,7 @@ def quick() -> RunConfig:
         optim=OptimConfig(epochs=2, lr=0.05),
         loss=LossConfig(lasso1=0.05, lasso2=0.05),
         prune=PruneConfig(threshold=1e-3, bn_recalib_batches=2),
-        student_init="checkpoint",  # as the cpu preset: the smoke run exercises the pre-training stage
+        student_init="random",
     )
 
 
