@@ -98,7 +98,7 @@ def _user_error(e: BaseException) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train and evaluate one method; under ``torchrun`` every process is one DDP rank."""
-    from .config import apply_overrides, parse_set_args
+    from .config import parse_set_args
     from .data import DatasetFormatError, DatasetNotFoundError
     from .engine.distributed import cleanup_distributed, init_distributed, is_main_process
     from .methods import UserError, get_preset, run
@@ -121,7 +121,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             overrides["optim.epochs"] = str(args.epochs)
         if args.device:
             overrides["device"] = args.device
-        apply_overrides(cfg, overrides)
+        cfg = get_preset(args.preset, args.method, **overrides)  # dataset-specific defaults apply first
         check_run(cfg)
     except (KeyError, ValueError) as e:
         return _user_error(e)

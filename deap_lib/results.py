@@ -33,7 +33,7 @@ END_MARKER = "<!-- results:end -->"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 #: README group titles per notebook prefix of an artifact name.
 STAGES = {"00": "Data", "01": "Teacher and plain student", "02": "The KD + NP dilemma",
-          "03": "DEAP training", "04": "Absorption, complexity and speed"}
+          "03": "DEAP training", "04": "Absorption, complexity and speed", "05": "CDD against DEAP"}
 
 
 # ------------------------------------------------------------------------------------------------ helpers

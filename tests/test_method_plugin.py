@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +24,6 @@ from deap_lib.engine import OptimizerSpec
 from deap_lib.methods import METHODS, Method
 from deap_lib.pruning import gate_lasso
 
-REPO = Path(__file__).resolve().parents[1]
 HERE = str(Path(__file__).resolve())
 #: the process kills itself with SIGKILL when it reaches the end of this epoch (before its checkpoint)
 DIE_AT_ENV = "TOY_DISTILL_DIE_AT_EPOCH"
@@ -91,23 +88,16 @@ if __name__.startswith("deap_plugin_"):
 
 # ------------------------------------------------------------------------------------------------ helpers
 def cli(*args, env=None, check=True):
-    """``python -m deap_lib --plugin <this file> ...`` in a subprocess (one thread)."""
-    e = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    e.pop("DEAP_PLUGINS", None)
-    p = subprocess.run([sys.executable, "-m", "deap_lib", "--plugin", HERE, *args], cwd=REPO, env=e,
-                       capture_output=True, text=True, timeout=600)
-    if check and p.returncode != 0:
-        raise AssertionError(f"exit {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
-    return p
+    from cli_helpers import deap_cli  # (not at import: the CLI loads this file as a plugin)
+
+    return deap_cli(HERE, *args, env=env, check=check)
 
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
-    root = tmp_path_factory.mktemp("plugin")
-    data = str(root / "data")
-    cli("train", "--method", "teacher", "--preset", "quick", "--data", data, "--set", "data.synthetic=tiny",
-        "--out", str(root / "teacher"), "--no-progress", "--threads", "1")
-    return root, data, str(root / "teacher" / "model.pt")
+    from cli_helpers import quick_teacher
+
+    return quick_teacher(HERE, tmp_path_factory.mktemp("plugin"))
 
 
 def toy_args(data, teacher_path, out, *extra):

@@ -41,10 +41,10 @@ def _check_form(rec):
 
 
 def test_registries_list_the_methods_and_presets():
-    assert METHODS.names() == sorted(["pretrain", "teacher", "student", "kd", "np", "deap", "kd_np_direct",
+    assert METHODS.names() == sorted(["pretrain", "teacher", "student", "kd", "np", "deap", "cdd", "kd_np_direct",
                                       "kd_then_np", "np_then_kd"])
     assert PRESETS.names() == ["cpu", "paper", "quick"]
-    with pytest.raises(KeyError, match="unknown method 'deep'; valid names: deap, kd"):
+    with pytest.raises(KeyError, match="unknown method 'deep'; valid names: cdd, deap, kd"):
         METHODS.get("deep")
     with pytest.raises(KeyError, match="unknown preset 'gpu'; valid names: cpu, paper, quick"):
         get_preset("gpu")
@@ -256,7 +256,7 @@ def test_cli_user_errors_say_how_to_fix_them_and_exit_2(teacher_run, quick_root,
     base = ["train", "--preset", "quick", "--data", quick_root, "--set", "data.synthetic=tiny", "--no-progress"]
     assert main([*base, "--method", "deep", "--out", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: unknown method 'deep'; valid names: deap, kd") and "Traceback" not in err
+    assert err.startswith("error: unknown method 'deep'; valid names: cdd, deap, kd") and "Traceback" not in err
     assert main([*base, "--method", "kd", "--set", "optim.lrr=0.1", "--out", str(tmp_path / "b")]) == 2
     assert "unknown config key 'optim.lrr'; valid keys here:" in capsys.readouterr().err
     assert main([*base, "--method", "deap", "--out", str(tmp_path / "c")]) == 2

@@ -173,6 +173,38 @@ def test_basic_pcp_block_matches_naive_reference():
     torch.testing.assert_close(s_got, s, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("pcp", ["cdd", None])
+def test_block_trace_conv2_level_maps_match_naive_reference(pcp):
+    """CDD's vectors (METHODS 2.1): ``mid`` = BN2(conv2(.)) before the compactor and its ReLU, ``gated`` = the
+    compactor's output before the ReLU (the same map for a plain block); the network pools them per block."""
+    torch.manual_seed(4)
+    model = build_model("resnet50", 3, width=W, pcp=pcp).eval()
+    _randomise_bn(model)
+    blk = model.backbone.stage2[0]
+    if pcp:
+        with torch.no_grad():
+            blk.compactor.weight.add_(0.3 * torch.randn_like(blk.compactor.weight))
+    x = torch.randn(2, blk.in_ch, 8, 8)
+
+    def cbn(t, cb, stride=1, pad=0):
+        return _bn_eval(F.conv2d(t, cb.conv.weight, stride=stride, padding=pad), cb.bn)
+
+    mid = cbn(F.relu(cbn(x, blk.conv1)), blk.conv2, stride=2, pad=1)
+    gated = F.conv2d(mid, blk.compactor.weight) if pcp else mid
+    s = cbn(F.relu(gated), blk.conv3) + cbn(x, blk.shortcut, stride=2)
+    with torch.no_grad():
+        tr = blk.forward_trace(x)
+        out = model.forward_features(torch.randn(2, 3, 32, 32))
+    torch.testing.assert_close(tr.mid, mid, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(tr.gated, gated, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(tr.sum, s, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(tr.out, F.relu(s), rtol=1e-5, atol=1e-5)
+    assert (tr.mid < 0).any()  # pre-ReLU: negative entries survive
+    n = len(list(model.backbone.named_blocks()))
+    assert len(out.mid_feats) == len(out.gated_feats) == n
+    assert [f.shape[1] for f in out.mid_feats] == [b.planes for _, b in model.backbone.named_blocks()]
+
+
 def test_fresh_pcp_student_equals_teacher_form():
     """Identity pruners: a fresh DEAP / CDD student computes exactly the plain network."""
     torch.manual_seed(3)

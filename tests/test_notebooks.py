@@ -1,6 +1,6 @@
 """The study notebooks: committed clean, and executed headlessly with papermill (quick preset, 2 epochs).
 
-One module-scoped ``python -m deap_lib reproduce`` run executes notebooks 00-04 in order into temporary
+One module-scoped ``python -m deap_lib reproduce`` run executes notebooks 00-05 in order into temporary
 runs/results folders (the teacher is trained once and shared); the tests then check each notebook's
 recorded metrics, its tables/figures, the README section and that a second reproduce reuses everything.
 """
@@ -295,11 +295,27 @@ def test_04_absorb(study):
     assert -5.0 < r["deap_params_reduction_pct"] < 100.0 and -5.0 < r["deap_macs_reduction_pct"] < 100.0
     assert r["deap_d_mAP_low"] - 1e-9 <= r["deap_d_mAP"] <= r["deap_d_mAP_high"] + 1e-9
     assert {"teacher", "deap", "kd", "np"} <= set(r["methods"])
-    assert r["n_runs"] >= 9  # teacher, student, kd, 5 pruning methods at the budget, DEAP with its own rule
+    assert r["n_runs"] >= 11  # teacher, student, kd, 5 pruning methods at the budget, DEAP with its own rule,
+    # CDD and DEAP at notebook 05's budget (05 runs before 04)
     assert set(r["latency_speedup"]) == {f"{m}@{b}" for m in ("teacher", "unpruned", "pruned", "absorbed")
                                          for b in (1, 16)}
     assert all(0.0 < v < 100.0 for v in r["latency_speedup"].values())
     assert r["latency_speedup"]["teacher@1"] == 1.0
+
+
+def test_05_cdd(study):
+    r = _rec(study, "05_cdd")
+    assert r["target_macs"] == TARGET_MACS and r["seeds"] == list(SEEDS)
+    for s in map(str, SEEDS):
+        d = r["deap_minus_cdd"][s]  # the same runs as notebook 02's, compared on the same queries
+        assert abs(d["d_mAP"] - (r["deap_mAP"][s] - r["cdd_mAP"][s])) < 1e-6
+        assert d["d_low"] - 1e-9 <= d["d_mAP"] <= d["d_high"] + 1e-9
+        cdd = json.loads((study["runs"] / "quick" / r["runs"][s]["cdd"] / "metrics.json").read_text())
+        assert cdd["forms"]["absorbed"]["mAP"] == r["cdd_mAP"][s]
+    o = r["deap_minus_cdd_over_seeds"]
+    assert o["n_seeds"] == len(SEEDS) and o["d_ci_low"] <= o["d_mean"] <= o["d_ci_high"]
+    assert all(0.0 <= v <= 1.0 for v in r["masked_share_final"])
+    assert r["resetting_ablation"] == {}  # full=False
 
 
 def test_tables_figures_and_readme(study):
@@ -307,10 +323,12 @@ def test_tables_figures_and_readme(study):
     tables = sorted(p.stem for p in (res / "tables").glob("*.csv"))
     assert tables == sorted(p.stem for p in (res / "tables").glob("*.md"))
     assert {"00_1_dataset_stats", "01_1_teacher_student", "02_1_dilemma_table", "03_1_deap_forms",
-            "04_1_main_table", "04_3_three_forms", "04_5_latency", "02_5_seeds", "02_6_deap_vs_each_seeds"} <= set(tables)
+            "04_1_main_table", "04_3_three_forms", "04_5_latency", "02_5_seeds", "02_6_deap_vs_each_seeds",
+            "05_1_cdd_vs_deap", "05_2_cdd_vs_deap_seeds", "05_4_cdd_reset_share"} <= set(tables)
     figures = {p.stem for p in (res / "figures").glob("*.png")}
     assert {"00_2_identity_grid", "01_2_training_curves", "02_2_dilemma_map", "02_3_dilemma_curves",
-            "03_2_deap_losses", "03_3_pruner_norms", "04_2_pareto", "04_4_kept_channels", "02_7_seeds_map"} <= figures
+            "03_2_deap_losses", "03_3_pruner_norms", "04_2_pareto", "04_4_kept_channels", "02_7_seeds_map",
+            "05_3_cdd_masks"} <= figures
     main = pd.read_csv(res / "tables" / "04_1_main_table.csv")
     assert set(main["seed"]) == {0}  # the main table is seed 0's; the other seeds are in 02_5
     summary = (res / "summary.csv").read_text().splitlines()

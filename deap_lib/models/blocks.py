@@ -13,7 +13,8 @@ PCP variants (``pcp``):
 * ``"cdd"``  - a single ``compactor`` after conv2 + BN2, before the ReLU (METHODS 2.1).
 
 The residual sum ``s = branch(x) + shortcut(x)`` is returned together with the block output ``relu(s)``
-so the network can record GAP(s) (the per-block DL feature) without storing state on the module.
+so the network can record GAP(s) (the per-block DL feature) without storing state on the module;
+:meth:`forward_trace` also returns the two conv2-level maps CDD uses (:class:`BlockTrace`).
 
 Every block owns its compression, in the spirit of RepVGG's per-block deploy switch: :meth:`gates` lists
 its prunable channel groups (:class:`~deap_lib.models.gates.Gate`: DEAP pruners, the CDD compactor, or the
@@ -22,7 +23,7 @@ and :meth:`fused` the deploy form (BN folded, pruners merged into the 3x3 conv, 
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -31,6 +32,22 @@ from .convbn import ConvBN, make_pruner
 from .gates import Gate
 
 PCP_KINDS = (None, "deap", "cdd")
+
+
+class BlockTrace(NamedTuple):
+    """One block's training-time outputs (all maps, pre-ReLU where it says so).
+
+    * ``out``: the block output ``relu(s)``; ``sum``: the residual sum ``s`` (DEAP's DL feature).
+    * ``mid``: the BN-ed output of the internal 3x3 conv, before any output-side pruner and before its ReLU
+      (CDD's ``feature_map``, the FIT feature; the teacher's conv2 + BN2 output).
+    * ``gated``: the output-side pruner / compactor's output before the ReLU (CDD's ``mask_map``, the vector
+      gradient resetting ranks channels by); ``mid`` itself for a block without one.
+    """
+
+    out: Tensor
+    sum: Tensor
+    mid: Tensor
+    gated: Tensor
 
 
 def _check_pcp(pcp: Optional[str], deploy: bool) -> None:
@@ -173,18 +190,21 @@ class Bottleneck(nn.Module):
         new.conv3.set_folded(*self.conv3.fold())
         return new.eval()
 
-    def forward_with_sum(self, x: Tensor) -> Tuple[Tensor, Tensor]:
-        """Return ``(relu(s), s)`` with ``s`` the residual sum before the final ReLU."""
+    def forward_trace(self, x: Tensor) -> BlockTrace:
+        """The block output with its residual sum and conv2-level maps (:class:`BlockTrace`)."""
         out = self.conv1(x)
         if self.pruner1 is not None:
             out = self.pruner1(out)
-        out = self.conv2(out)
-        if self.pruner2 is not None:
-            out = torch.relu(self.pruner2(out))
-        elif self.compactor is not None:
-            out = torch.relu(self.compactor(out))
-        s = self.conv3(out) + self.shortcut(x)
-        return torch.relu(s), s
+        mid = self.conv2.pre_activation(out)
+        post = self.pruner2 if self.pruner2 is not None else self.compactor
+        gated = post(mid) if post is not None else mid
+        s = self.conv3(torch.relu(gated)) + self.shortcut(x)
+        return BlockTrace(torch.relu(s), s, mid, gated)
+
+    def forward_with_sum(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        """Return ``(relu(s), s)`` with ``s`` the residual sum before the final ReLU."""
+        t = self.forward_trace(x)
+        return t.out, t.sum
 
     def forward(self, x: Tensor) -> Tensor:
         """Block output only; the residual add and final ReLU run in place (no copy of ``s`` is kept)."""
@@ -285,13 +305,17 @@ class BasicBlock(nn.Module):
         new.conv2.set_folded(*self.conv2.fold())
         return new.eval()
 
+    def forward_trace(self, x: Tensor) -> BlockTrace:
+        """The block output with its residual sum and conv1-level maps (the internal 3x3 is conv1 here)."""
+        mid = self.conv1.pre_activation(x)
+        pruner = self._pruner()
+        gated = pruner(mid) if pruner is not None else mid
+        s = self.conv2(torch.relu(gated)) + self.shortcut(x)
+        return BlockTrace(torch.relu(s), s, mid, gated)
+
     def forward_with_sum(self, x: Tensor) -> Tuple[Tensor, Tensor]:
-        out = self.conv1(x)
-        pruner = self.pruner2 if self.pruner2 is not None else self.compactor
-        if pruner is not None:
-            out = torch.relu(pruner(out))
-        s = self.conv2(out) + self.shortcut(x)
-        return torch.relu(s), s
+        t = self.forward_trace(x)
+        return t.out, t.sum
 
     def forward(self, x: Tensor) -> Tensor:
         """Block output only; the residual add and final ReLU run in place."""

@@ -29,6 +29,10 @@ class ConvBN(nn.Module):
         x = self.bn(self.conv(x))
         return torch.relu_(x) if self.relu else x
 
+    def pre_activation(self, x: Tensor) -> Tensor:
+        """``BN(conv(x))`` without the ReLU (a plain block's conv2-level feature, METHODS 2.1)."""
+        return self.bn(self.conv(x))
+
     def extra_repr(self) -> str:
         return f"relu={self.relu}, deploy={self.deploy}"
 

@@ -85,20 +85,25 @@ class ResNetBackbone(nn.Module):
             for i, block in enumerate(stage):
                 yield f"stage{s}.{i}", block
 
-    def forward(self, x: Tensor, collect: bool = False) -> Tuple[Tensor, Tensor, List[Tensor]]:
-        """``collect=True`` also returns GAP of every block's pre-ReLU residual sum, each (B, C_l)."""
+    def forward(self, x: Tensor, collect: bool = False) -> Tuple[Tensor, Tensor, Dict[str, List[Tensor]]]:
+        """``(stage-3 map, stage-4 map, pooled)``. ``collect=True`` fills ``pooled`` with per-block GAP
+        vectors, each (B, C): ``"sum"`` of the pre-ReLU residual sums, ``"mid"`` / ``"gated"`` of the
+        conv2-level maps (:class:`~deap_lib.models.blocks.BlockTrace`); empty otherwise."""
         x = self.maxpool(self.stem(x))
-        feats: List[Tensor] = []
+        pooled: Dict[str, List[Tensor]] = {"sum": [], "mid": [], "gated": []} if collect else {}
         maps: List[Tensor] = []
         for stage in self.stages():
             for block in stage:
                 if collect:
-                    x, s = block.forward_with_sum(x)
-                    feats.append(s.mean(dim=(2, 3)))
+                    t = block.forward_trace(x)
+                    x = t.out
+                    pooled["sum"].append(t.sum.mean(dim=(2, 3)))
+                    pooled["mid"].append(t.mid.mean(dim=(2, 3)))
+                    pooled["gated"].append(t.gated.mean(dim=(2, 3)) if t.gated is not t.mid else pooled["mid"][-1])
                 else:
                     x = block(x)
             maps.append(x)
-        return maps[2], maps[3], feats
+        return maps[2], maps[3], pooled
 
 
 class ReIDNet(nn.Module):
@@ -117,10 +122,11 @@ class ReIDNet(nn.Module):
     # ---------------------------------------------------------------- forward
     def forward_features(self, x: Tensor) -> ReIDOutput:
         """All training outputs, in any mode (e.g. a frozen teacher kept in eval mode)."""
-        s3, s4, feats = self.backbone(x, collect=True)
+        s3, s4, pooled = self.backbone(x, collect=True)
         g = s4.mean(dim=(2, 3))
         f, logits = self.head(g)
-        return ReIDOutput(logits=logits, global_feat=g, embedding=f, stage_maps=[s3, s4], block_feats=feats)
+        return ReIDOutput(logits=logits, global_feat=g, embedding=f, stage_maps=[s3, s4],
+                          block_feats=pooled["sum"], mid_feats=pooled["mid"], gated_feats=pooled["gated"])
 
     def embed(self, x: Tensor) -> Tensor:
         """The retrieval embedding only (B, D), without the classifier or per-block features."""
