@@ -201,3 +201,12 @@ def parse_set_args(items: Iterable[str]) -> Dict[str, str]:
         k, v = item.split("=", 1)
         out[k.strip()] = v.strip()
     return out
+
+
+def run_config_diff(saved: Dict[str, Any], current: "RunConfig") -> Dict[str, Tuple[Any, Any]]:
+    """Differences between a finished run's saved config and ``current``; a key the library gained after the
+    run was made counts only when ``current`` sets it away from its default (so adding an option does not
+    invalidate the runs made before it)."""
+    from .engine.checkpoint import config_diff
+
+    return config_diff(saved, current.to_dict(), added_defaults=RunConfig().to_dict())
