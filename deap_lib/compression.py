@@ -20,22 +20,27 @@ from .pruning import (ALLOCATIONS, Scores, fraction_for_macs, group_scores, keep
 
 def select_and_prune(model: ReIDNet, scores: Optional[Scores] = None, *, threshold: float,
                      relative: bool = False, min_channels: int = 1, target_macs: Optional[float] = None,
-                     input_size: Tuple[int, int, int] = (3, 64, 64), allocation: str = "global"
-                     ) -> Tuple[ReIDNet, Dict[str, float]]:
+                     input_size: Tuple[int, int, int] = (3, 64, 64), allocation: str = "global",
+                     multiple: int = 1) -> Tuple[ReIDNet, Dict[str, float]]:
     """Choose channels by their gate scores (default :func:`~deap_lib.pruning.group_scores`) with a fixed
     threshold or a MACs budget and cut them: the pruned, not absorbed model, and a dict describing the rule.
 
     ``allocation`` (with ``target_macs`` only): ``global`` - one threshold over all gates' norms (or norms
     relative to each gate's largest); ``uniform`` - every gate keeps the same share of its channels, its
-    largest norms (Torch-Pruning's default, non-global pruning)."""
+    largest norms (Torch-Pruning's default, non-global pruning). ``multiple`` > 1 rounds every kept width up
+    to a multiple inside the selection (:func:`~deap_lib.pruning.rounded_width`), so a budget is met by the
+    rounded widths."""
     if allocation not in ALLOCATIONS:
         raise ValueError(f"unknown allocation '{allocation}'; valid: {', '.join(ALLOCATIONS)}")
     if scores is None:
         scores = group_scores(model)
     rule: Dict[str, Any] = {"threshold": threshold, "relative": float(relative), "min_channels": min_channels}
+    if multiple > 1:
+        rule["width_multiple"] = multiple
     if target_macs is not None and allocation == "uniform":
-        keep, frac = fraction_for_macs(model, scores, target_macs, input_size, min_channels=min_channels)
-        masks = top_fraction_masks(scores, keep, min_channels=min_channels)
+        keep, frac = fraction_for_macs(model, scores, target_macs, input_size, min_channels=min_channels,
+                                       multiple=multiple)
+        masks = top_fraction_masks(scores, keep, min_channels=min_channels, multiple=multiple)
         del rule["threshold"]  # no threshold: a share of every gate
         rule.update(allocation="uniform", keep_fraction=keep, target_macs=target_macs, achieved_macs_fraction=frac)
     else:
@@ -43,10 +48,10 @@ def select_and_prune(model: ReIDNet, scores: Optional[Scores] = None, *, thresho
             if relative:  # one global threshold on the norms relative to each gate's largest
                 scores = [tuple(s / s.max().clamp_min(1e-30) for s in pair) for pair in scores]
             threshold, frac = threshold_for_macs(model, scores, target_macs, input_size,
-                                                 min_channels=min_channels)
+                                                 min_channels=min_channels, multiple=multiple)
             relative = False
             rule.update(threshold=threshold, target_macs=target_macs, achieved_macs_fraction=frac)
-        masks = keep_masks(scores, threshold, relative=relative, min_channels=min_channels)
+        masks = keep_masks(scores, threshold, relative=relative, min_channels=min_channels, multiple=multiple)
     pruned = prune(model, masks=masks)
     rule["kept_channels"] = float(sum(int(m.sum()) for pair in masks for m in pair))
     rule["total_channels"] = float(sum(m.numel() for pair in masks for m in pair))
@@ -58,7 +63,7 @@ def cut(model: ReIDNet, pc: PruneConfig, input_size: Tuple[int, int, int],
     """:func:`select_and_prune` with the run's prune settings."""
     return select_and_prune(model, scores, threshold=pc.threshold, relative=pc.relative,
                             min_channels=pc.min_channels, target_macs=pc.target_macs, input_size=input_size,
-                            allocation=pc.allocation)
+                            allocation=pc.allocation, multiple=pc.multiple())
 
 
 def compress_student(student: ReIDNet, pc: PruneConfig, rec, recalib_batches: Callable[[int], Iterable[Tensor]],

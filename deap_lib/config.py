@@ -82,6 +82,14 @@ class PruneConfig:
     bn_recalib_batches: int = 20  # recompute BN statistics after the cut, before absorbing (METHODS 8.1)
     proximal: bool = False  # proximal group soft-thresholding update instead of the plain subgradient
     lasso_warmup_frac: float = 0.0  # lambda ramps linearly from 0 over this fraction of the run (paper: 0)
+    round_widths: bool = False  # round every kept width up to width_multiple, inside the selection (ours)
+    width_multiple: int = 8  # with round_widths: hardware-friendly widths (CPU/GPU kernels prefer multiples)
+
+    def multiple(self) -> int:
+        """The width multiple the selection rules use (1: widths as the rule leaves them)."""
+        if self.width_multiple < 1:
+            raise ValueError(f"prune.width_multiple must be >= 1, got {self.width_multiple}")
+        return self.width_multiple if self.round_widths else 1
 
 
 @dataclass
@@ -193,3 +201,12 @@ def parse_set_args(items: Iterable[str]) -> Dict[str, str]:
         k, v = item.split("=", 1)
         out[k.strip()] = v.strip()
     return out
+
+
+def run_config_diff(saved: Dict[str, Any], current: "RunConfig") -> Dict[str, Tuple[Any, Any]]:
+    """Differences between a finished run's saved config and ``current``; a key the library gained after the
+    run was made counts only when ``current`` sets it away from its default (so adding an option does not
+    invalidate the runs made before it)."""
+    from .engine.checkpoint import config_diff
+
+    return config_diff(saved, current.to_dict(), added_defaults=RunConfig().to_dict())

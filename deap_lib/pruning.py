@@ -85,26 +85,45 @@ def plain_to_pcp(plain: ReIDNet, kind: str = "deap") -> ReIDNet:
 
 
 # ----------------------------------------------------------------------------------------------- selection
-def keep_mask(norms: Tensor, threshold: float, *, relative: bool = False, min_channels: int = 1) -> Tensor:
+def rounded_width(k: int, n: int, multiple: int = 1) -> int:
+    """``k`` kept channels of ``n`` rounded *up* to a multiple of ``multiple`` (hardware-friendly widths:
+    CPU / GPU kernels run odd widths such as 13 or 37 at low efficiency), never above ``n``; ``multiple``
+    1 leaves ``k`` as it is."""
+    if multiple < 1:
+        raise ValueError(f"prune.width_multiple must be >= 1, got {multiple}")
+    return min(n, -(-k // multiple) * multiple) if multiple > 1 else k
+
+
+def _top(norms: Tensor, k: int) -> Tensor:
+    m = torch.zeros(norms.numel(), dtype=torch.bool, device=norms.device)
+    m[torch.sort(norms, descending=True, stable=True).indices[:k]] = True
+    return m
+
+
+def keep_mask(norms: Tensor, threshold: float, *, relative: bool = False, min_channels: int = 1,
+              multiple: int = 1) -> Tensor:
     """The one selection rule: keep ``norm >= threshold`` (x the gate's largest norm if ``relative``), and at
-    least ``min_channels`` (the largest norms, ties -> lower index; the paper's min-1 rule)."""
+    least ``min_channels`` (the largest norms, ties -> lower index; the paper's min-1 rule); with
+    ``multiple`` > 1 the count is rounded up to a multiple (:func:`rounded_width`), the next-largest norms
+    filling the gap."""
     if min_channels < 1:
         raise ValueError(f"min_channels must be >= 1, got {min_channels}")
     if threshold < 0:
         raise ValueError(f"threshold must be >= 0, got {threshold}")
     thr = threshold * float(norms.max()) if relative else threshold
     m = norms >= thr
-    if int(m.sum()) < min_channels:
-        order = torch.sort(norms, descending=True, stable=True).indices[:min_channels]
-        m = torch.zeros_like(m)
-        m[order] = True
+    k = max(int(m.sum()), min_channels)
+    k_round = rounded_width(k, norms.numel(), multiple)
+    if k != int(m.sum()) or k_round != k:
+        m = _top(norms, k_round)
     return m
 
 
-def keep_masks(scores: Scores, threshold: float, *, relative: bool = False, min_channels: int = 1) -> Masks:
+def keep_masks(scores: Scores, threshold: float, *, relative: bool = False, min_channels: int = 1,
+               multiple: int = 1) -> Masks:
     """:func:`keep_mask` for every gate of every block."""
-    return [tuple(keep_mask(s, threshold, relative=relative, min_channels=min_channels) for s in pair)
-            for pair in scores]
+    return [tuple(keep_mask(s, threshold, relative=relative, min_channels=min_channels, multiple=multiple)
+                  for s in pair) for pair in scores]
 
 
 def widths_for(model: ReIDNet, masks: Masks) -> List[List[int]]:
@@ -149,14 +168,21 @@ def apply_masks(model: ReIDNet, masks: Masks) -> ReIDNet:
 
 
 def threshold_for_macs(model: ReIDNet, scores: Scores, target_fraction: float,
-                       input_size: Tuple[int, int, int], *, min_channels: int = 1) -> Tuple[float, float]:
+                       input_size: Tuple[int, int, int], *, min_channels: int = 1,
+                       multiple: int = 1) -> Tuple[float, float]:
     """The smallest global threshold whose selection keeps at most ``target_fraction`` of the unpruned
     deploy model's MACs (our extension; the paper uses a fixed threshold). Returns ``(threshold, fraction)``.
+    With ``multiple`` > 1 the widths are rounded inside the search (:func:`keep_mask`), so the rounded
+    selection itself meets the budget.
 
     Binary search over the sorted distinct scores; MACs are thop counts of the would-be deploy model.
     """
     if not 0 < target_fraction <= 1:
         raise ValueError(f"target MACs fraction must be in (0, 1], got {target_fraction}")
+
+    def select(thr: float) -> Masks:
+        return keep_masks(scores, thr, min_channels=min_channels, multiple=multiple)
+
     full = _macs_of(model, keep_masks(scores, 0.0, min_channels=min_channels), input_size)
     cands = torch.unique(torch.cat([s for pair in scores for s in pair]).double())
     lo, hi = 0, len(cands) - 1  # find the smallest index whose threshold meets the budget
@@ -164,21 +190,21 @@ def threshold_for_macs(model: ReIDNet, scores: Scores, target_fraction: float,
     while lo <= hi:
         mid = (lo + hi) // 2
         thr = float(cands[mid])
-        frac = _macs_of(model, keep_masks(scores, thr, min_channels=min_channels), input_size) / full
+        frac = _macs_of(model, select(thr), input_size) / full
         if frac <= target_fraction:
             best, hi = (thr, frac), mid - 1
         else:
             lo = mid + 1
     if best is None:  # even the largest threshold keeps too much (min_channels floor)
         thr = float(cands[-1]) * (1 + 1e-9) + 1e-30
-        best = (thr, _macs_of(model, keep_masks(scores, thr, min_channels=min_channels), input_size) / full)
+        best = (thr, _macs_of(model, select(thr), input_size) / full)
     return best
 
 
 def top_fraction_masks(scores: Scores, fraction: float, *,
-                       min_channels: int = 1) -> Masks:
+                       min_channels: int = 1, multiple: int = 1) -> Masks:
     """Keep masks with the same share of every gate: its ``max(min_channels, ceil(fraction * n))``
-    largest scores (ties -> lower index)."""
+    largest scores (ties -> lower index), the count rounded up to ``multiple`` (:func:`rounded_width`)."""
     if not 0 < fraction <= 1:
         raise ValueError(f"keep fraction must be in (0, 1], got {fraction}")
     out = []
@@ -186,36 +212,39 @@ def top_fraction_masks(scores: Scores, fraction: float, *,
         masks = []
         for s in pair:
             k = min(s.numel(), max(min_channels, math.ceil(fraction * s.numel() - 1e-9)))
-            m = torch.zeros(s.numel(), dtype=torch.bool)
-            m[torch.sort(s, descending=True, stable=True).indices[:k]] = True
-            masks.append(m)
+            masks.append(_top(s, rounded_width(k, s.numel(), multiple)))
         out.append(tuple(masks))
     return out
 
 
 def fraction_for_macs(model: ReIDNet, scores: Scores, target_fraction: float,
-                      input_size: Tuple[int, int, int], *, min_channels: int = 1) -> Tuple[float, float]:
+                      input_size: Tuple[int, int, int], *, min_channels: int = 1,
+                      multiple: int = 1) -> Tuple[float, float]:
     """The largest per-gate keep fraction (:func:`top_fraction_masks`) whose selection keeps at most
     ``target_fraction`` of the unpruned deploy model's MACs. Returns ``(keep_fraction, macs_fraction)``.
+    With ``multiple`` > 1 the rounded selection is what meets the budget.
 
     Bisection over the keep fraction (MACs grow with it); the candidate fractions are the distinct
     ``k / n`` of the gates, so the answer is exact."""
     if not 0 < target_fraction <= 1:
         raise ValueError(f"target MACs fraction must be in (0, 1], got {target_fraction}")
+
+    def select(f: float) -> Masks:
+        return top_fraction_masks(scores, f, min_channels=min_channels, multiple=multiple)
+
     sizes = sorted({s.numel() for pair in scores for s in pair})
     cands = sorted({k / n for n in sizes for k in range(1, n + 1)})
     full = _macs_of(model, top_fraction_masks(scores, 1.0, min_channels=min_channels), input_size)
     lo, hi, best = 0, len(cands) - 1, None
     while lo <= hi:
         mid = (lo + hi) // 2
-        frac = _macs_of(model, top_fraction_masks(scores, cands[mid], min_channels=min_channels), input_size) / full
+        frac = _macs_of(model, select(cands[mid]), input_size) / full
         if frac <= target_fraction:
             best, lo = (cands[mid], frac), mid + 1
         else:
             hi = mid - 1
-    if best is None:  # even one channel per gate exceeds the budget
-        best = (cands[0], _macs_of(model, top_fraction_masks(scores, cands[0], min_channels=min_channels),
-                                   input_size) / full)
+    if best is None:  # even the smallest selection exceeds the budget
+        best = (cands[0], _macs_of(model, select(cands[0]), input_size) / full)
     return best
 
 
@@ -269,7 +298,8 @@ class GradualPruning:
     exact zeros), so a resumed run picks it up unchanged. The final cut then removes only zero groups."""
 
     def __init__(self, model: ReIDNet, *, target_macs: float, total_epochs: int, end_frac: float = 0.6,
-                 input_size: Tuple[int, int, int], allocation: str = "uniform", min_channels: int = 1):
+                 input_size: Tuple[int, int, int], allocation: str = "uniform", min_channels: int = 1,
+                 multiple: int = 1):
         if not 0 < target_macs <= 1 or not 0 < end_frac <= 1:
             raise ValueError(f"GradualPruning: need 0 < target_macs <= 1 and 0 < end_frac <= 1, got "
                              f"{target_macs}, {end_frac}")
@@ -277,6 +307,7 @@ class GradualPruning:
             raise ValueError(f"unknown allocation '{allocation}'; valid: {', '.join(ALLOCATIONS)}")
         self.model, self.target, self.total, self.end_frac = model, target_macs, total_epochs, end_frac
         self.input_size, self.allocation, self.min_channels = input_size, allocation, min_channels
+        self.multiple = multiple  # kept widths rounded up to it at every update (alive counts stay multiples)
         self.masks = [tuple(s > 0 for s in pair) for pair in group_scores(model)]
         self._full_macs = _macs_of(model, [tuple(torch.ones_like(m) for m in p) for p in self.masks],
                                    input_size)
@@ -291,12 +322,13 @@ class GradualPruning:
                   for pair, mpair in zip(group_scores(self.model), self.masks)]
         if f >= 1.0:
             return {"prune_macs_budget": 1.0}
+        kw = dict(min_channels=self.min_channels, multiple=self.multiple)
         if self.allocation == "uniform":
-            keep, _ = fraction_for_macs(self.model, scores, f, self.input_size, min_channels=self.min_channels)
-            new = top_fraction_masks(scores, keep, min_channels=self.min_channels)
+            keep, _ = fraction_for_macs(self.model, scores, f, self.input_size, **kw)
+            new = top_fraction_masks(scores, keep, **kw)
         else:
-            thr, _ = threshold_for_macs(self.model, scores, f, self.input_size, min_channels=self.min_channels)
-            new = keep_masks(scores, thr, min_channels=self.min_channels)
+            thr, _ = threshold_for_macs(self.model, scores, f, self.input_size, **kw)
+            new = keep_masks(scores, thr, **kw)
         self.masks = [tuple(a & b for a, b in zip(old, cur)) for old, cur in zip(self.masks, new)]
         self.apply_()
         kept = sum(int(m.sum()) for pair in self.masks for m in pair)

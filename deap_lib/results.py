@@ -471,7 +471,7 @@ def headline(results_dir: PathLike = "results") -> str:
             f"{r['deap_d_mAP']:+.1f} points, 95 % paired-bootstrap interval [{r['deap_d_mAP_low']:+.1f}, "
             f"{r['deap_d_mAP_high']:+.1f}]).")
     if fast:
-        text += f" CPU latency speed-up over the teacher: {fast}."
+        text += f" CPU latency speed-up over the BN-folded teacher (eager PyTorch): {fast}."
     seeds = Path(results_dir) / "records" / "02_dilemma.json"
     st = json.loads(seeds.read_text()).get("seed_stats") if seeds.is_file() else None
     if st and "deap" in st.get("methods", {}) and "teacher" in st["methods"]:

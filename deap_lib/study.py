@@ -28,8 +28,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .config import RunConfig
-from .engine.checkpoint import config_diff
+from .config import RunConfig, run_config_diff
 from .records import SUMMARY_FORMS, append_summary, summary_rows
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -368,7 +367,7 @@ class Study:
         if self.force_since is not None and path.stat().st_mtime < self.force_since:
             job.extra["why"] = "forced"
             return None
-        diff = config_diff(old.get("config", {}), job.cfg.to_dict())
+        diff = run_config_diff(old.get("config", {}), job.cfg)
         if diff:
             if self.force_since is not None:
                 job.extra["why"] = "config changed (forced)"
@@ -504,7 +503,7 @@ class Study:
 
     def _collect(self, job: _Job) -> Dict[str, Any]:
         metrics = json.loads((job.run_dir / "metrics.json").read_text())
-        diff = config_diff(metrics.get("config", {}), job.cfg.to_dict())
+        diff = run_config_diff(metrics.get("config", {}), job.cfg)
         if diff:
             raise RuntimeError(f"{job.run_dir}: the training subprocess built a different config than the study "
                                f"({', '.join(list(diff)[:6])}); this is a bug in deap_lib.study")

@@ -40,3 +40,15 @@ def test_wrong_types_are_named():
         apply_overrides(RunConfig(), {"optim": 3})
     with pytest.raises(ValueError, match="section.key=value"):
         parse_set_args(["lr"])
+
+
+def test_a_key_added_after_a_run_counts_only_away_from_its_default():
+    from deap_lib.config import RunConfig, run_config_diff
+
+    cur = RunConfig()
+    saved = cur.to_dict()
+    del saved["prune"]["round_widths"]  # a run made before the option existed
+    assert run_config_diff(saved, cur) == {}
+    changed = cur.copy(**{"prune.round_widths": True})
+    assert run_config_diff(saved, changed) == {"prune.round_widths": ("<missing>", True)}
+    assert run_config_diff(saved, cur.copy(**{"optim.lr": 0.5})) == {"optim.lr": (0.01, 0.5)}

@@ -297,10 +297,11 @@ def test_04_absorb(study):
     assert {"teacher", "deap", "kd", "np"} <= set(r["methods"])
     assert r["n_runs"] >= 11  # teacher, student, kd, 5 pruning methods at the budget, DEAP with its own rule,
     # CDD and DEAP at notebook 05's budget (05 runs before 04)
-    assert set(r["latency_speedup"]) == {f"{m}@{b}" for m in ("teacher", "unpruned", "pruned", "absorbed")
-                                         for b in (1, 16)}
+    assert set(r["latency_speedup"]) == {f"{m}@{b}" for m in ("teacher_folded", "teacher", "unpruned", "pruned",
+                                                              "absorbed") for b in (1, 16)}
     assert all(0.0 < v < 100.0 for v in r["latency_speedup"].values())
-    assert r["latency_speedup"]["teacher@1"] == 1.0
+    assert r["latency_speedup"]["teacher_folded@1"] == 1.0  # the reference: the BN-folded teacher
+    assert len(r["deap_kept_widths"]) == len(r["deap_original_widths"]) == 16 and r["deploy_runtimes"] == []
 
 
 def test_05_cdd(study):

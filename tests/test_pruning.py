@@ -247,3 +247,66 @@ def test_zero_groups_on_a_plain_model_equals_cutting_those_channels():
     assert [w for w in cut.block_widths()][0][0] == int(masks[0][0].sum())
     x = torch.randn(2, *SIZE)
     torch.testing.assert_close(cut.eval()(x), plain(x))
+
+
+# ---------------------------------------------------------------------------------- hardware-aware widths
+def test_rounded_width_rounds_up_to_the_multiple_and_never_past_the_gate():
+    from deap_lib.pruning import rounded_width
+
+    assert [rounded_width(k, 64, 8) for k in (1, 7, 8, 9, 16, 57, 64)] == [8, 8, 8, 16, 16, 64, 64]
+    assert rounded_width(5, 12, 8) == 8 and rounded_width(9, 12, 8) == 12  # capped at the gate's width
+    assert rounded_width(13, 64, 1) == 13
+    with pytest.raises(ValueError, match="width_multiple must be >= 1"):
+        rounded_width(3, 8, 0)
+    # the threshold rule with rounding: the above-threshold channels plus the next-largest norms
+    norms = torch.tensor([0.9, 1e-4, 0.5, 2e-4, 0.3, 5e-4, 0.0, 0.2, 1e-5, 0.7, 3e-4, 0.1])
+    m = keep_mask(norms, 0.15, multiple=4)
+    assert int(m.sum()) == 8 and m[[0, 2, 4, 7, 9]].all()  # 5 above 0.15, filled up with 0.1, 5e-4, 3e-4
+    assert m[[11, 5, 10]].all() and not m[[1, 3, 6, 8]].any()
+
+
+def _random_norm_deap(width=0.25):
+    torch.manual_seed(0)
+    model = build_model("resnet50", 5, width=width, pcp="deap", embed_dim=8)
+    with torch.no_grad():
+        for b in model.pcp_blocks():
+            b.pruner1.weight.mul_(torch.rand(1, b.pruner1.weight.shape[1], 1, 1) + 0.01)
+            b.pruner2.weight.mul_(torch.rand(b.pruner2.weight.shape[0], 1, 1, 1) + 0.01)
+    return model
+
+
+@pytest.mark.parametrize("allocation", ["global", "uniform"])
+def test_rounded_budget_selection_meets_the_budget_with_multiples_of_8(allocation):
+    model = _random_norm_deap()
+    scores = group_scores(model)
+    full = profile(to_deploy(model), SIZE)["macs"]
+    for target in (0.6, 0.3):
+        pruned, rule = select_and_prune(model, scores, threshold=0.0, target_macs=target, input_size=SIZE,
+                                        allocation=allocation, multiple=8)
+        widths = [w for b in pruned.block_widths() for w in b]
+        assert all(w % 8 == 0 for w in widths), widths  # planes 16/32/64/128: every kept width a multiple
+        got = profile(to_deploy(pruned), SIZE)["macs"] / full
+        assert got <= target and math.isclose(got, rule["achieved_macs_fraction"], rel_tol=1e-9)
+        assert rule["width_multiple"] == 8
+        plain, _ = select_and_prune(model, scores, threshold=0.0, target_macs=target, input_size=SIZE,
+                                    allocation=allocation)
+        assert any(w % 8 for b in plain.block_widths() for w in b)  # without rounding: odd widths appear
+
+
+def test_gradual_pruning_keeps_multiples_of_8():
+    model = _random_norm_deap()
+    gp = GradualPruning(model, target_macs=0.3, total_epochs=4, end_frac=0.5, input_size=SIZE,
+                        allocation="uniform", multiple=8)
+    for epoch in (1, 2, 3):
+        row = gp.update(epoch)
+        assert all(int(m.sum()) % 8 == 0 for pair in gp.masks for m in pair)
+    assert row["prune_macs_frac"] <= 0.3 + 1e-9
+
+
+def test_prune_config_multiple():
+    from deap_lib.config import PruneConfig
+
+    assert PruneConfig().multiple() == 1 and PruneConfig(round_widths=True).multiple() == 8
+    assert PruneConfig(round_widths=True, width_multiple=4).multiple() == 4
+    with pytest.raises(ValueError, match="prune.width_multiple must be >= 1"):
+        PruneConfig(round_widths=True, width_multiple=0).multiple()

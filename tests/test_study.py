@@ -135,7 +135,7 @@ def test_render_readme_idempotent_and_check(tmp_path):
     R.render_readme(readme, res)
     assert ("**Headline.** DEAP's absorbed student removes 74.4 % of the teacher's parameters and 73.2 % of its "
             "MACs; its mAP is 46.3 % against the teacher's 63.0 % (difference -16.7 points, 95 % paired-bootstrap "
-            "interval [-18.9, -14.5]). CPU latency speed-up over the teacher: 1.75x at batch 1, 2.50x at batch 16."
+            "interval [-18.9, -14.5]). CPU latency speed-up over the BN-folded teacher (eager PyTorch): 1.75x at batch 1, 2.50x at batch 16."
             in readme.read_text())
     # with the full study's seed statistics (notebook 02's record) the headline adds them and the verdicts
     R.record(res, "02_dilemma", {"seed_stats": {

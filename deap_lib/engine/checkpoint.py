@@ -10,7 +10,7 @@ import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Mapping, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -186,15 +186,21 @@ def _normalise(v: Any) -> Any:
     return v
 
 
-def config_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+def config_diff(a: Mapping[str, Any], b: Mapping[str, Any], *,
+                added_defaults: Optional[Mapping[str, Any]] = None) -> dict[str, tuple[Any, Any]]:
     """``{dotted.key: (value_in_a, value_in_b)}`` for every leaf that differs (``"<missing>"`` if absent).
 
     Nested dicts are compared leaf by leaf; tuples and lists compare equal when their items do.
+    ``added_defaults``: a key missing from ``a`` (a config saved before the key existed) is no difference
+    when ``b`` holds it at its value there (the default).
     """
     fa, fb = _flatten(a), _flatten(b)
+    fd = _flatten(added_defaults) if added_defaults else {}
     diff = {}
     for key in sorted(set(fa) | set(fb)):
         va, vb = fa.get(key, _MISSING), fb.get(key, _MISSING)
+        if va is _MISSING and key in fd and vb == fd[key]:
+            continue
         if va != vb:
             diff[key] = (va, vb)
     return diff

@@ -272,7 +272,8 @@ class PruningMixin:
                 raise UserError("prune.schedule='gradual' needs prune.target_macs (the MACs budget to reach)")
             self._gradual = GradualPruning(self.net, target_macs=pc.target_macs, total_epochs=cfg.optim.epochs,
                                            end_frac=pc.gradual_end_frac, input_size=(3, *cfg.model.input_size),
-                                           allocation=pc.allocation, min_channels=pc.min_channels)
+                                           allocation=pc.allocation, min_channels=pc.min_channels,
+                                           multiple=pc.multiple())
         elif pc.schedule != "end":
             raise UserError(f"unknown prune.schedule '{pc.schedule}'; valid: end, gradual")
 

@@ -21,10 +21,10 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 
-from ..config import RunConfig
+from ..config import RunConfig, run_config_diff
 from ..data.run_data import RunData
 from ..engine import Trainer
-from ..engine.checkpoint import atomic_write_text, config_diff
+from ..engine.checkpoint import atomic_write_text
 from ..engine.distiller import file_sha256, state_dict_sha256
 from ..engine.distributed import (auto_device, barrier, get_rank, get_world_size, is_distributed,
                                   is_main_process, wrap_ddp)
@@ -189,11 +189,11 @@ def run(cfg: RunConfig, out_dir: Union[str, Path], *, resume: bool = False, forc
     metrics_path = out_dir / "metrics.json"
     if metrics_path.exists() and not force:
         old = json.loads(metrics_path.read_text())
-        if not config_diff(old.get("config", {}), cfg.to_dict()):
+        if not run_config_diff(old.get("config", {}), cfg):
             return old
         if not resume:
             raise FileExistsError(f"{out_dir} holds a finished run with a different config "
-                                  f"({', '.join(config_diff(old.get('config', {}), cfg.to_dict()))[:300]}); "
+                                  f"({', '.join(run_config_diff(old.get('config', {}), cfg))[:300]}); "
                                   "use another folder or force=True")
     check_run(cfg)
     t0 = time.time()
