@@ -167,6 +167,7 @@ def evaluate(
     *,
     return_per_query: bool = False,
     chunk_size: Optional[int] = None,
+    threads: Optional[int] = None,
 ) -> Dict[str, Any]:
     """Market/VeRi evaluation of a (Q, G) distance matrix (smaller = more similar).
 
@@ -180,7 +181,9 @@ def evaluate(
     * ``INP_q = n / r_n`` (Ye et al. mINP); ``mINP`` = mean over valid queries.
 
     Queries without positives are skipped (``num_skipped``); if none is valid a ``ValueError`` is raised.
-    Work is vectorised and chunked over queries (``chunk_size`` rows; default about 2M cells per block).
+    Work is vectorised and chunked over queries (``chunk_size`` rows; default about 2M cells per block); the
+    chunks run on ``threads`` worker threads (default: torch's intra-op thread count; numpy's sort and
+    gathers release the GIL), each writing its own rows, so the result does not depend on ``threads``.
 
     ``return_per_query=True`` adds full-length (Q,) arrays aligned with the queries: ``ap`` and ``inp``
     (NaN when skipped), ``first_hit`` (0-based rank of the first positive; -1 when skipped), ``num_pos``,
@@ -211,7 +214,7 @@ def evaluate(
     first_hit = np.full(nq, -1, dtype=np.int64)
     num_pos = np.zeros(nq, dtype=np.int64)
 
-    for s in range(0, nq, chunk_size):
+    def one_chunk(s: int) -> None:
         block = dist[s:s + chunk_size]
         if np.issubdtype(block.dtype, np.floating) and np.isnan(block).any():
             bad = s + int(np.nonzero(np.isnan(block).any(1))[0][0])
@@ -238,6 +241,18 @@ def evaluate(
         ap[s + idx] = sums[idx] / n[idx]
         first_hit[s + idx] = rank[g_start[idx]].astype(np.int64) - 1
         inp[s + idx] = n[idx] / rank[g_end[idx] - 1]
+
+    starts = list(range(0, nq, chunk_size))
+    workers = min(len(starts), max(1, torch.get_num_threads() if threads is None else int(threads)))
+    if workers <= 1:
+        for s in starts:
+            one_chunk(s)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for f in [pool.submit(one_chunk, s) for s in starts]:  # in order: the first error is raised
+                f.result()
 
     valid = num_pos > 0
     num_valid = int(valid.sum())

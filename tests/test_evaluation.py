@@ -356,3 +356,23 @@ def test_summarize_from_evaluate():
     assert s["rank5"] == pytest.approx(100 * pq["cmc"][4])
     assert s["mINP_low"] <= s["mINP"] <= s["mINP_high"]
     assert s["mAP_text"].startswith(f"{s['mAP']:.1f} [")
+
+
+def test_threaded_chunks_give_the_same_result_and_the_first_nan_row():
+    rng = np.random.default_rng(7)
+    nq, ng = 53, 211
+    dist = rng.random((nq, ng)).astype(np.float32)
+    dist[:, 5] = dist[:, 6]  # ties across columns
+    qp, gp = rng.integers(0, 9, nq), rng.integers(0, 9, ng)
+    qc, gc = rng.integers(0, 4, nq), rng.integers(0, 4, ng)
+    one = evaluate(dist, qp, gp, qc, gc, return_per_query=True, chunk_size=7, threads=1)
+    many = evaluate(dist, qp, gp, qc, gc, return_per_query=True, chunk_size=7, threads=3)
+    assert one["mAP"] == many["mAP"] and one["mINP"] == many["mINP"]
+    np.testing.assert_array_equal(one["cmc"], many["cmc"])
+    for k in ("ap", "inp", "first_hit", "num_pos"):
+        np.testing.assert_array_equal(one[k], many[k])
+    bad = dist.copy()
+    bad[40, 3] = np.nan
+    bad[22, 9] = np.nan
+    with pytest.raises(ValueError, match="first in query row 22"):
+        evaluate(bad, qp, gp, qc, gc, chunk_size=7, threads=3)
