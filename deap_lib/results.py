@@ -486,6 +486,13 @@ def headline(results_dir: PathLike = "results") -> str:
                  for v, p in phrase.items()}
         if any(calls.values()):
             text += " Across seeds DEAP is " + "; ".join(f"{p} {', '.join(ms)}" for p, ms in calls.items() if ms) + "."
+    cdd = Path(results_dir) / "records" / "05_cdd.json"
+    c = json.loads(cdd.read_text()) if cdd.is_file() else {}
+    o = c.get("deap_minus_cdd_over_seeds") or {}
+    if o.get("n_seeds"):
+        text += (f" Against CDD (its predecessor; both at {c['target_macs']:.0%} of the MACs, notebook 05) DEAP "
+                 f"scores {o['d_mean']:+.1f} points over {o['n_seeds']} seeds (95 % t interval "
+                 f"[{o['d_ci_low']:+.1f}, {o['d_ci_high']:+.1f}]; {o['verdict']}).")
     return text
 
 

@@ -149,6 +149,12 @@ def test_render_readme_idempotent_and_check(tmp_path):
         " Over seeds 0, 1, 2 (mean ± sample std): DEAP absorbed 46.0 ± 0.6 % mAP, the teacher 63.0 ± 0.4 %; DEAP minus "
         "the teacher of its seed -16.9 points (95 % t interval over seeds [-19.1, -14.8]). Across seeds DEAP is "
         "better than np; worse than kd, teacher; not clearly different from student.")
+    # and notebook 05's CDD comparison over seeds
+    R.record(res, "05_cdd", {"target_macs": 0.5, "deap_minus_cdd_over_seeds": {
+        "n_seeds": 3, "d_mean": 7.26, "d_ci_low": 4.1, "d_ci_high": 10.44, "verdict": "DEAP better"}})
+    assert R.headline(res).endswith(
+        "not clearly different from student. Against CDD (its predecessor; both at 50% of the MACs, notebook 05) "
+        "DEAP scores +7.3 points over 3 seeds (95 % t interval [+4.1, +10.4]; DEAP better).")
 
 
 def test_render_readme_needs_markers(tmp_path):
