@@ -31,6 +31,7 @@ epochs = None         # None: the preset's number of epochs
 force = False         # True: re-train this notebook's runs
 jobs = 2              # training subprocesses at a time (1 thread each)
 full = False          # the full study's extras (ablations)
+ablations = None      # the loss-term and proximal-update ablations (None: in the full study)
 
 # %%
 import sys
@@ -127,7 +128,9 @@ ABLATIONS = {"ARKD alpha=0": {"loss.arkd_alpha": 0.0}, "ARKD beta=0": {"loss.ark
              "no DL": {"loss.dl_weight": 0.0}, "no KL": {"loss.kl_weight": 0.0},
              "proximal update": {"prune.proximal": True}}
 ablation = {}
-if full:
+if ablations is None:
+    ablations = full
+if ablations:
     from deap_lib.evaluation import paired_bootstrap
 
     variants = study.run_many([("deap", seed, ov) for ov in ABLATIONS.values()])
@@ -149,7 +152,7 @@ if full:
     R.save_figure(fig, out, "03_5_deap_ablation_map", caption="DEAP ablations: mAP of the absorbed models")
     display(abl)
 else:
-    print("full=False: ablations skipped")
+    print("ablations=False: ablations skipped")
 
 # %%
 kept = sum(sum(w) for w in deap["kept_widths"]) / sum(sum(w) for w in deap["original_widths"])
