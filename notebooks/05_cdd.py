@@ -108,6 +108,7 @@ per_seed
 runs = study.load_runs()
 runs = runs[runs["run"].isin([Path(m["run_dir"]).name for m in ms])].copy()
 runs.loc[runs["run"].isin([Path(m["run_dir"]).name for m in no_reset.values()]), "method"] = "cdd_no_resetting"
+runs = runs[~runs["run"].isin([Path(m["run_dir"]).name for m in release])]  # one run per method and seed
 over_seeds = {}
 if len(seeds) > 1:
     diffs = R.seed_differences(runs, "deap", methods=["cdd"])
