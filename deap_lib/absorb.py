@@ -111,7 +111,8 @@ def _prune_with_plan(model: ReIDNet, threshold: float, min_channels: int, relati
     widths = [[int(k.numel()) for k in keep] for _, _, keep in plan]
     pruned = _rebuild(model, widths=widths)
     with torch.no_grad():
-        pruned.backbone.stem.load_state_dict(model.backbone.stem.state_dict())
+        for (_, dst), (_, src) in zip(pruned.backbone.fixed_convs(), model.backbone.fixed_convs()):
+            dst.load_state_dict(src.state_dict())
         pruned.head.load_state_dict(model.head.state_dict())
         _replace_blocks(pruned, [block.pruned(keep) for _, block, keep in plan])
     pruned.train(model.training)
@@ -162,7 +163,8 @@ def to_deploy(model: ReIDNet) -> ReIDNet:
     if [tuple(w) for w in widths] == _full_widths(model):
         widths = None
     deploy = _rebuild(model, pcp=None, widths=widths, deploy=True)
-    deploy.backbone.stem.set_folded(*model.backbone.stem.fold())
+    for (_, dst), (_, src) in zip(deploy.backbone.fixed_convs(), model.backbone.fixed_convs()):
+        dst.set_folded(*src.fold())
     _replace_blocks(deploy, [block.fused() for _, block in model.named_blocks()])
     deploy.head.load_state_dict(model.head.state_dict())
     return deploy.eval()

@@ -36,6 +36,9 @@ class DataConfig:
     re_fill: str = "zero"  # "zero" | "imagenet_mean_quirk" (released code)
     test_batch_size: int = 128
     cache_images: bool = False  # keep decoded training / transformed test images in memory (small sets)
+    #: the teacher's high-resolution input (H, W); None: model.input_size. Set apart from model.input_size,
+    #: the student trains on the LR view of each HR-augmented image (deap_lib.resolution)
+    hr_size: Optional[Tuple[int, int]] = None
 
 
 @dataclass
@@ -139,7 +142,7 @@ def _coerce(value: Any, current: Any, key: str) -> Any:
         raise ValueError(f"config key '{key}': expected a bool, got {value!r}")
     if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if isinstance(current, tuple) and isinstance(value, list):
+    if isinstance(value, list) and (isinstance(current, tuple) or (current is None and key.endswith("_size"))):
         value = tuple(value)
     if current is not None and value is not None and not isinstance(value, type(current)):
         raise ValueError(f"config key '{key}': expected {type(current).__name__}, got {value!r}")

@@ -33,7 +33,8 @@ END_MARKER = "<!-- results:end -->"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 #: README group titles per notebook prefix of an artifact name.
 STAGES = {"00": "Data", "01": "Teacher and plain student", "02": "The KD + NP dilemma",
-          "03": "DEAP training", "04": "Absorption, complexity and speed", "05": "CDD against DEAP"}
+          "03": "DEAP training", "04": "Absorption, complexity and speed", "05": "CDD against DEAP",
+          "06": "Resolution-aware KD (HR teacher, LR student)"}
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -493,7 +494,28 @@ def headline(results_dir: PathLike = "results") -> str:
         text += (f" Against CDD (its predecessor; both at {c['target_macs']:.0%} of the MACs, notebook 05) DEAP "
                  f"scores {o['d_mean']:+.1f} points over {o['n_seeds']} seeds (95 % t interval "
                  f"[{o['d_ci_low']:+.1f}, {o['d_ci_high']:+.1f}]; {o['verdict']}).")
-    return text
+    return text + _resolution_sentence(Path(results_dir) / "records" / "06_resolution.json")
+
+
+def _resolution_sentence(path: Path) -> str:
+    """The headline's sentence on notebook 06 (crkd against the LR baselines at its comparison scale)."""
+    if not path.is_file():
+        return ""
+    r = json.loads(path.read_text())
+    a = r["ablation_scale"]
+    text = (f" Resolution-aware KD (notebook 06) at {a:g} of the input side: crkd {r['crkd_mAP']:.1f} % mAP at "
+            f"{r['crkd_macs'] / 1e6:.2f} M MACs (the teacher {r['teacher_mAP']:.1f} % at "
+            f"{r['teacher_macs'] / 1e6:.2f} M)")
+    over = r.get("crkd_vs_lr_baselines_over_seeds") or []
+    if over:
+        text += "; over seeds " + ", ".join(map(str, r["seeds"])) + ", crkd minus " + "; minus ".join(
+            f"{o['vs']} {o['d_mean']:+.1f} points (95 % t interval [{o['d_ci_low']:+.1f}, {o['d_ci_high']:+.1f}]; "
+            f"{o['verdict']})" for o in over)
+    else:
+        text += ", seed " + str(r["seeds"][0]) + ": crkd minus " + "; minus ".join(
+            f"{o['vs']} {o['d_mAP']:+.1f} points ([{o['d_low']:+.1f}, {o['d_high']:+.1f}]; {o['verdict']})"
+            for o in r.get("crkd_vs_lr_baselines", []))
+    return text + "."
 
 
 def results_section(results_dir: PathLike = "results", link_base: PathLike = ".") -> str:

@@ -89,7 +89,7 @@ def test_width_multiplier_scales_stem_and_stages():
 
 
 def test_registry_and_bad_arguments():
-    assert set(MODELS.names()) == {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152"}
+    assert set(MODELS.names()) == {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mobilenet_v2"}
     with pytest.raises(KeyError, match="resnet50"):
         build_model("resnet51", 3)
     with pytest.raises(ValueError, match="pcp"):

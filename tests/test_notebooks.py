@@ -319,17 +319,42 @@ def test_05_cdd(study):
     assert r["resetting_ablation"] == {}  # full=False
 
 
+def test_06_resolution(study):
+    r = _rec(study, "06_resolution")
+    assert r["scales"] == [0.5] and r["seeds"] == list(SEEDS) and r["ablation"] == []  # full=False
+    hr = tuple(r["hr_size"])
+    pts = {(p["method"], p["scale"]): p for p in r["points"]}
+    for label in ("LR student", "LR logit KD", "crkd", "DEAP at LR"):
+        p = pts[(label, 0.5)]
+        assert p["input"] == f"{hr[0] // 2}x{hr[1] // 2}" and _interval(p)
+    # the same network at half the side costs about a quarter of the MACs; DEAP at LR cuts further
+    assert 0.2 < pts[("crkd", 0.5)]["macs_m"] / pts[("HR teacher", 1.0)]["macs_m"] < 0.3
+    assert pts[("DEAP at LR", 0.5)]["macs_m"] < pts[("crkd", 0.5)]["macs_m"]
+    assert r["temperature"] == {"0.5": 4.0}
+    crkd = json.loads((study["runs"] / "quick" / f"crkd-lr{hr[0] // 2}x{hr[1] // 2}-s0" / "metrics.json").read_text())
+    assert crkd["forms"]["student"]["mAP"] == r["crkd_mAP"] == pts[("crkd", 0.5)]["mAP"]
+    assert crkd["config"]["data"]["hr_size"] == list(hr) and crkd["config"]["model"]["input_size"] == [hr[0] // 2, hr[1] // 2]
+    for row in r["crkd_vs_lr_baselines"]:
+        assert row["d_low"] - 1e-9 <= row["d_mAP"] <= row["d_high"] + 1e-9
+    assert {o["vs"] for o in r["crkd_vs_lr_baselines_over_seeds"]} == {"LR student", "LR logit KD"}
+    assert {c["student"] for c in r["cross_resolution"]} == {"LR student", "LR logit KD", "crkd", "DEAP at LR",
+                                                            "HR student, tested at LR"}
+    assert all(_pct(c["cross_mAP"]) and c["cross_low"] <= c["cross_mAP"] <= c["cross_high"]
+               for c in r["cross_resolution"])
+
+
 def test_tables_figures_and_readme(study):
     res = study["results"]
     tables = sorted(p.stem for p in (res / "tables").glob("*.csv"))
     assert tables == sorted(p.stem for p in (res / "tables").glob("*.md"))
     assert {"00_1_dataset_stats", "01_1_teacher_student", "02_1_dilemma_table", "03_1_deap_forms",
             "04_1_main_table", "04_3_three_forms", "04_5_latency", "02_5_seeds", "02_6_deap_vs_each_seeds",
-            "05_1_cdd_vs_deap", "05_2_cdd_vs_deap_seeds", "05_4_cdd_reset_share"} <= set(tables)
+            "05_1_cdd_vs_deap", "05_2_cdd_vs_deap_seeds", "05_4_cdd_reset_share", "06_1_resolution_points",
+            "06_3_crkd_vs_lr_baselines", "06_4_crkd_vs_lr_baselines_seeds", "06_6_cross_resolution"} <= set(tables)
     figures = {p.stem for p in (res / "figures").glob("*.png")}
     assert {"00_2_identity_grid", "01_2_training_curves", "02_2_dilemma_map", "02_3_dilemma_curves",
             "03_2_deap_losses", "03_3_pruner_norms", "04_2_pareto", "04_4_kept_channels", "02_7_seeds_map",
-            "05_3_cdd_masks"} <= figures
+            "05_3_cdd_masks", "06_2_resolution_pareto"} <= figures
     main = pd.read_csv(res / "tables" / "04_1_main_table.csv")
     assert set(main["seed"]) == {0}  # the main table is seed 0's; the other seeds are in 02_5
     summary = (res / "summary.csv").read_text().splitlines()

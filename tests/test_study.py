@@ -155,6 +155,17 @@ def test_render_readme_idempotent_and_check(tmp_path):
     assert R.headline(res).endswith(
         "not clearly different from student. Against CDD (its predecessor; both at 50% of the MACs, notebook 05) "
         "DEAP scores +7.3 points over 3 seeds (95 % t interval [+4.1, +10.4]; DEAP better).")
+    R.record(res, "06_resolution", {"ablation_scale": 0.5, "seeds": [0, 1], "crkd_mAP": 61.23, "crkd_macs": 8.9e6,
+                                    "teacher_mAP": 82.2, "teacher_macs": 34.58e6, "crkd_vs_lr_baselines_over_seeds": [
+                                        {"vs": "LR student", "d_mean": 3.04, "d_ci_low": 1.0, "d_ci_high": 5.0,
+                                         "verdict": "crkd better"},
+                                        {"vs": "LR logit KD", "d_mean": -0.5, "d_ci_low": -2.0, "d_ci_high": 1.0,
+                                         "verdict": "no clear difference"}]})
+    assert R.headline(res).endswith(
+        "DEAP better). Resolution-aware KD (notebook 06) at 0.5 of the input side: crkd 61.2 % mAP at 8.90 M MACs "
+        "(the teacher 82.2 % at 34.58 M); over seeds 0, 1, crkd minus LR student +3.0 points (95 % t interval "
+        "[+1.0, +5.0]; crkd better); minus LR logit KD -0.5 points (95 % t interval [-2.0, +1.0]; no clear "
+        "difference).")
 
 
 def test_render_readme_needs_markers(tmp_path):

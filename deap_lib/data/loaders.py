@@ -30,7 +30,8 @@ def read_image(path: str) -> Image.Image:
 
 
 class ImageDataset(Dataset):
-    """``items[i] = (path, pid, camid)`` -> ``(image, pid, camid, i)``.
+    """``items[i] = (path, pid, camid)`` -> ``(image, pid, camid, i)``; with a transform that returns paired
+    views ``(lr, hr)``, ``(lr, pid, camid, i, hr)``.
 
     The key may also be ``(i, sample_seed)`` (``RandomIdentitySampler(with_seeds=True)``): the
     transform then runs under a torch RNG seeded with ``sample_seed`` (the caller's RNG state is
@@ -77,6 +78,8 @@ class ImageDataset(Dataset):
                     img = self.transform(img)
         if self.cache == "output":
             self._store[index] = img
+        if isinstance(img, tuple):  # paired views (deap_lib.resolution.PairedViews): (lr, ..., hr)
+            return img[0], int(pid), int(camid), int(index), img[1]
         return img, int(pid), int(camid), int(index)
 
 
@@ -94,18 +97,25 @@ def _items(dataset) -> list:
 def build_train_loader(dataset, *, batch_size: int, num_instances: int,
                        transform_cfg: Union[TransformConfig, dict, None] = None, num_workers: int = 0, seed: int = 0,
                        num_replicas: int = 1, rank: int = 0, pin_memory: bool = False,
-                       cache: bool = False) -> DataLoader:
+                       cache: bool = False, lr_size: Optional[Tuple[int, int]] = None) -> DataLoader:
     """P x K training loader over ``dataset.train`` (or a list of items).
 
     ``batch_size`` is the global P * K; each of ``num_replicas`` ranks gets ``batch_size / num_replicas``.
     Augmentations are seeded per sample from ``(seed, epoch, position)``: call
     ``loader.sampler.set_epoch(e)`` every epoch; results are identical for any ``num_workers``.
     ``cache``: keep the decoded images in memory (same batches, no re-decoding from the second epoch on).
+    ``lr_size``: paired views: ``transform_cfg`` augments at HR and each sample also carries its LR view
+    (:class:`~deap_lib.resolution.PairedViews`); batches are ``(lr, pid, camid, index, hr)``.
     """
     items = _items(dataset)
     sampler = RandomIdentitySampler(items, num_instances, batch_size, seed, num_replicas=num_replicas, rank=rank,
                                     with_seeds=True)
-    ds = ImageDataset(items, build_transforms(transform_cfg, train=True), cache="decoded" if cache else "")
+    transform = build_transforms(transform_cfg, train=True)
+    if lr_size is not None:
+        from ..resolution import PairedViews
+
+        transform = PairedViews(transform, lr_size)
+    ds = ImageDataset(items, transform, cache="decoded" if cache else "")
     return DataLoader(ds, batch_size=batch_size // num_replicas, sampler=sampler, num_workers=num_workers,
                       drop_last=True, pin_memory=pin_memory, worker_init_fn=seed_worker,
                       generator=torch.Generator().manual_seed(int(seed)),

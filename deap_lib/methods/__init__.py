@@ -1,12 +1,13 @@
 """Named recipes (methods) and presets; ``run(cfg, out_dir)`` trains, prunes, evaluates and records one run.
 
-Methods (``METHODS`` registry): pretrain, teacher, student, kd, np, deap, cdd, kd_np_direct, kd_then_np, np_then_kd; a
+Methods (``METHODS`` registry): pretrain, teacher, student, kd, np, deap, cdd, crkd, kd_np_direct, kd_then_np, np_then_kd; a
 plugin module registers more (``METHODS.register(name, cls)``; ``python -m deap_lib --plugin FILE ...``).
 Presets (``PRESETS`` registry): quick, cpu, paper.
 """
 from ..registry import Registry
 from .base import Method, RunContext, Stage, UserError
 from .cdd import CDD
+from .crkd import CrossResolutionKD
 from .deap import DEAP
 from .direct import KDNPDirect
 from .kd import KD
@@ -15,7 +16,8 @@ from .sequential import KDThenNP, NPThenKD, Sequential
 from .task import Pretrain, Student, Teacher
 
 METHODS: Registry = Registry("method")
-for _cls in (Pretrain, Teacher, Student, KD, NP, DEAP, CDD, KDNPDirect, KDThenNP, NPThenKD):
+for _cls in (Pretrain, Teacher, Student, KD, NP, DEAP, CDD, CrossResolutionKD, KDNPDirect, KDThenNP,
+             NPThenKD):
     METHODS.register(_cls.name, _cls)
 
 from .presets import PRESETS, get_preset  # noqa: E402

@@ -148,6 +148,12 @@ class Method(nn.Module):
         """Same as :meth:`forward_train`, so that a DDP wrapper around the method syncs its gradients."""
         return self.forward_train(batch)
 
+    @staticmethod
+    def teacher_view(batch: Sequence[Any]) -> Tensor:
+        """The teacher's images of a training batch: the HR view of paired views (``batch[4]``, see
+        :mod:`deap_lib.resolution`), else the student's own images."""
+        return batch[4] if len(batch) > 4 else batch[0]
+
     @torch.no_grad()
     def teacher_forward(self, imgs: Tensor) -> ReIDOutput:
         """All training outputs of the frozen teacher (its BN mode per ``cfg.teacher_bn_mode``)."""

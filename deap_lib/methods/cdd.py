@@ -77,7 +77,7 @@ class CDD(PruningMixin, Method):
     def forward_train(self, batch):
         imgs, pids = batch[0], batch[1]
         out_s = self.student(imgs)
-        out_t = self.teacher_forward(imgs)
+        out_t = self.teacher_forward(self.teacher_view(batch))
         lc = self.cfg.loss
         terms = self.task_terms(out_s, pids)
         if lc.kl_weight:

@@ -17,5 +17,5 @@ class DEAP(DistillMixin, PruningMixin, Method):
     def forward_train(self, batch):
         imgs, pids = batch[0], batch[1]
         out_s = self.student(imgs)
-        out_t = self.teacher_forward(imgs)
+        out_t = self.teacher_forward(self.teacher_view(batch))
         return {**self.task_terms(out_s, pids), **self.distill_terms(out_s, out_t), **self.lasso_terms(self.net)}

@@ -24,7 +24,7 @@ class KDNPDirect(DistillMixin, PruningMixin, Method):
     def forward_train(self, batch):
         imgs, pids = batch[0], batch[1]
         lc = self.cfg.loss
-        out_s = self.student(imgs)
-        terms = {**self.task_terms(out_s, pids), **self.distill_terms(out_s, self.teacher_forward(imgs))}
+        out_s, out_t = self.student(imgs), self.teacher_forward(self.teacher_view(batch))
+        terms = {**self.task_terms(out_s, pids), **self.distill_terms(out_s, out_t)}
         terms["bn_lasso"] = self.lasso_scale() * lc.lasso1 * gate_lasso(self.net, eps=lc.lasso_eps)
         return terms

@@ -12,5 +12,5 @@ class KD(DistillMixin, Method):
 
     def forward_train(self, batch):
         imgs, pids = batch[0], batch[1]
-        out_s = self.student(imgs)
-        return {**self.task_terms(out_s, pids), **self.distill_terms(out_s, self.teacher_forward(imgs))}
+        out_s, out_t = self.student(imgs), self.teacher_forward(self.teacher_view(batch))
+        return {**self.task_terms(out_s, pids), **self.distill_terms(out_s, out_t)}

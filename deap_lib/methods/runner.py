@@ -33,6 +33,7 @@ from ..export import load_compact, save_compact
 from ..inference import evaluate_model
 from ..models import ReIDNet, build_model, load_pretrained
 from ..pruning import plain_to_pcp
+from ..resolution import hr_size, is_paired
 from ..records import Recorder, append_summary, code_version, summary_rows
 from . import METHODS
 from .base import Method, RunContext, UserError, parse_args, teacher_missing_message
@@ -93,8 +94,10 @@ def check_teacher(cfg: RunConfig, teacher: ReIDNet, num_classes: int) -> None:
         except ValueError:
             tcfg = {}
         size = tcfg.get("model", {}).get("input_size")
-        if size is not None and tuple(size) != tuple(cfg.model.input_size):
-            problems.append(f"it was trained at input {tuple(size)}, the run uses {tuple(cfg.model.input_size)}")
+        hr = hr_size(cfg)
+        if size is not None and tuple(size) != hr:
+            where = ("the run's HR input (data.hr_size) is" if is_paired(cfg) else "the run uses")
+            problems.append(f"it was trained at input {tuple(size)}, {where} {hr}")
     if problems:
         raise UserError(f"teacher {cfg.teacher_path} does not fit this run: " + "; ".join(problems)
                         + f".\nTrain a matching one: python -m deap_lib train --method teacher --preset {cfg.preset}"

@@ -9,24 +9,34 @@ from torch import Tensor, nn
 
 
 class ConvBN(nn.Module):
-    """Conv2d (no bias) -> BatchNorm2d -> optional ReLU (METHODS 1.1).
+    """Conv2d (no bias) -> BatchNorm2d -> optional ReLU (METHODS 1.1), or ReLU6 (``relu6``, MobileNetV2).
+    ``groups``: 1, or the channel count for a depthwise conv (``in_ch == out_ch == groups``).
 
     ``deploy=True`` builds the BN-folded form instead: a Conv2d *with* bias and ``bn = nn.Identity()``,
     so training-form and deploy-form networks share one module tree (``.conv``, ``.bn``).
     """
 
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1,
-                 padding: Optional[int] = None, relu: bool = False, deploy: bool = False):
+                 padding: Optional[int] = None, relu: bool = False, deploy: bool = False, groups: int = 1,
+                 relu6: bool = False):
         super().__init__()
         if padding is None:
             padding = kernel_size // 2
-        self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride=stride, padding=padding, bias=deploy)
+        if groups != 1 and not (groups == in_ch == out_ch):
+            raise ValueError(f"ConvBN: groups must be 1 or the channel count (depthwise), got groups={groups} for "
+                             f"{in_ch} -> {out_ch} channels")
+        if relu and relu6:
+            raise ValueError("ConvBN: relu and relu6 are exclusive")
+        self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride=stride, padding=padding, bias=deploy,
+                              groups=groups)
         self.bn: nn.Module = nn.Identity() if deploy else nn.BatchNorm2d(out_ch)
-        self.relu = relu
+        self.relu, self.relu6 = relu, relu6
         self.deploy = deploy
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.bn(self.conv(x))
+        if self.relu6:
+            return F.hardtanh_(x, 0.0, 6.0)
         return torch.relu_(x) if self.relu else x
 
     def pre_activation(self, x: Tensor) -> Tensor:
@@ -34,7 +44,7 @@ class ConvBN(nn.Module):
         return self.bn(self.conv(x))
 
     def extra_repr(self) -> str:
-        return f"relu={self.relu}, deploy={self.deploy}"
+        return f"relu={self.relu}, deploy={self.deploy}" + (", relu6=True" if self.relu6 else "")
 
     @torch.no_grad()
     def fold(self) -> Tuple[Tensor, Tensor]:
@@ -71,14 +81,20 @@ class ConvBN(nn.Module):
     @torch.no_grad()
     def sliced(self, out_idx: Optional[Tensor] = None, in_idx: Optional[Tensor] = None) -> "ConvBN":
         """A narrower copy keeping output channels ``out_idx`` (conv rows, bias and BN entries) and input
-        channels ``in_idx`` (conv columns); ``None`` keeps all."""
+        channels ``in_idx`` (conv columns); ``None`` keeps all. A depthwise conv keeps channels ``out_idx``
+        (its inputs are the same channels; ``in_idx`` must be None)."""
         w = self.conv.weight
-        rows = torch.arange(w.shape[0]) if out_idx is None else out_idx
-        cols = torch.arange(w.shape[1]) if in_idx is None else in_idx
-        rows, cols = rows.to(w.device), cols.to(w.device)
         c = self.conv
-        new = ConvBN(len(cols), len(rows), c.kernel_size[0], stride=c.stride[0], padding=c.padding[0],
-                     relu=self.relu, deploy=self.deploy).to(device=w.device, dtype=w.dtype)
+        depthwise = c.groups > 1
+        if depthwise and in_idx is not None:
+            raise ValueError("sliced: a depthwise conv's inputs are its output channels; give out_idx only")
+        rows = torch.arange(w.shape[0]) if out_idx is None else out_idx
+        cols = (torch.arange(w.shape[1]) if in_idx is None else in_idx) if not depthwise else torch.arange(1)
+        rows, cols = rows.to(w.device), cols.to(w.device)
+        n_in = len(rows) if depthwise else len(cols)
+        new = ConvBN(n_in, len(rows), c.kernel_size[0], stride=c.stride[0], padding=c.padding[0],
+                     relu=self.relu, deploy=self.deploy, groups=len(rows) if depthwise else 1,
+                     relu6=self.relu6).to(device=w.device, dtype=w.dtype)
         new.conv.weight.copy_(w[rows][:, cols])
         if c.bias is not None:
             new.conv.bias.copy_(c.bias[rows])

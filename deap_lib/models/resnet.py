@@ -20,9 +20,10 @@ from .blocks import BasicBlock, Bottleneck, _check_pcp
 from .convbn import ConvBN, StemMaxPool
 from .gates import group_norms
 from .heads import HEADS
+from .mobilenet import InvertedResidual, MobileNetV2Backbone
 from .output import ReIDOutput
 
-Block = Union[Bottleneck, BasicBlock]
+Block = Union[Bottleneck, BasicBlock, InvertedResidual]
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ MODELS.register("resnet34", ArchSpec(BasicBlock, (3, 4, 6, 3)))
 MODELS.register("resnet50", ArchSpec(Bottleneck, (3, 4, 6, 3)))
 MODELS.register("resnet101", ArchSpec(Bottleneck, (3, 4, 23, 3)))
 MODELS.register("resnet152", ArchSpec(Bottleneck, (3, 8, 36, 3)))
+#: torchvision's MobileNetV2 (no weights), prunable inverted residuals (:mod:`deap_lib.models.mobilenet`)
+MODELS.register("mobilenet_v2", MobileNetV2Backbone)
 
 BASE_PLANES = (64, 128, 256, 512)
 STEM_CHANNELS = 64
@@ -79,6 +82,10 @@ class ResNetBackbone(nn.Module):
 
     def stages(self) -> List[nn.Sequential]:
         return [self.stage1, self.stage2, self.stage3, self.stage4]
+
+    def fixed_convs(self) -> List[Tuple[str, ConvBN]]:
+        """The ConvBNs outside the blocks (never cut; folded at deploy): the stem."""
+        return [("stem", self.stem)]
 
     def named_blocks(self) -> Iterator[Tuple[str, Block]]:
         for s, stage in enumerate(self.stages(), start=1):
@@ -205,9 +212,10 @@ def build_model(arch: str, num_classes: int, *, width: float = 1.0, last_stride:
                 widths: Optional[Sequence[Sequence[int]]] = None, deploy: bool = False) -> ReIDNet:
     """Build a re-ID ResNet.
 
-    ``arch``: one of ``MODELS`` (resnet18/34/50/101/152). ``pcp``: None | "deap" | "cdd". ``head``:
+    ``arch``: one of ``MODELS`` (resnet18/34/50/101/152, mobilenet_v2). ``pcp``: None | "deap" | "cdd". ``head``:
     "classblock" (METHODS 1.3) | "bnneck". ``widths``: per-block internal widths of a compact (pruned)
-    model, ``(C1, C3)`` per bottleneck / ``(C,)`` per basic block (``None`` = unpruned). ``deploy=True``
+    model, ``(C1, C3)`` per bottleneck / ``(C,)`` per basic block / ``(hidden,)`` or ``()`` per inverted
+    residual (``None`` = unpruned). ``deploy=True``
     (needs ``pcp=None``): the absorbed form, every BN folded into a biased conv (see :mod:`deap_lib.absorb`).
     """
     spec = MODELS.get(arch)
@@ -215,8 +223,11 @@ def build_model(arch: str, num_classes: int, *, width: float = 1.0, last_stride:
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     head_cls = HEADS.get(head)
-    backbone = ResNetBackbone(spec, width=width, last_stride=last_stride, pcp=pcp, widths=widths,
-                              deploy=deploy)
+    if isinstance(spec, ArchSpec):
+        backbone = ResNetBackbone(spec, width=width, last_stride=last_stride, pcp=pcp, widths=widths,
+                                  deploy=deploy)
+    else:  # a backbone class (mobilenet_v2)
+        backbone = spec(width=width, last_stride=last_stride, pcp=pcp, widths=widths, deploy=deploy)
     config = dict(arch=arch, num_classes=int(num_classes), width=float(width), last_stride=int(last_stride),
                   pcp=pcp, head=head, embed_dim=int(embed_dim),
                   widths=None if widths is None else [[int(v) for v in w] for w in widths],
