@@ -59,7 +59,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _notebook_params(items: List[str]) -> dict:
-    """``["target_macs=0.5"]`` -> ``{"target_macs": 0.5}`` (values parsed as Python literals, else strings)."""
+    """``["target_macs=0.5"]`` -> ``{"target_macs": 0.5}`` (values parsed as Python literals, ``true`` /
+    ``false`` / ``none`` in any case as ``True`` / ``False`` / ``None``, else strings)."""
     import ast
 
     out = {}
@@ -67,10 +68,15 @@ def _notebook_params(items: List[str]) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key.strip().isidentifier():
             raise SystemExit(f"error: --param {item!r} must look like name=value")
+        v = value.strip()
+        words = {"true": True, "false": False, "none": None, "null": None}
+        if v.lower() in words:  # the shell spelling of a bool (a Python literal would need True / False)
+            out[key.strip()] = words[v.lower()]
+            continue
         try:
-            out[key.strip()] = ast.literal_eval(value.strip())
+            out[key.strip()] = ast.literal_eval(v)
         except (ValueError, SyntaxError):
-            out[key.strip()] = value.strip()
+            out[key.strip()] = v
     return out
 
 

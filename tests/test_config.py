@@ -52,3 +52,15 @@ def test_a_key_added_after_a_run_counts_only_away_from_its_default():
     changed = cur.copy(**{"prune.round_widths": True})
     assert run_config_diff(saved, changed) == {"prune.round_widths": ("<missing>", True)}
     assert run_config_diff(saved, cur.copy(**{"optim.lr": 0.5})) == {"optim.lr": (0.01, 0.5)}
+
+
+def test_notebook_parameters_from_the_command_line():
+    """``--param`` values: Python literals, and the shell's true / false / none (else ``ablations=false``
+    would reach the notebook as the truthy string "false")."""
+    from deap_lib.__main__ import _notebook_params
+
+    assert _notebook_params(["ablations=false", "full=True", "x=None", "seeds=[0, 1]", "name=cpu", "t=0.5"]) == {
+        "ablations": False, "full": True, "x": None, "seeds": [0, 1], "name": "cpu", "t": 0.5}
+    assert _notebook_params(["a=FALSE", "b=true"]) == {"a": False, "b": True}
+    with pytest.raises(SystemExit, match="must look like name=value"):
+        _notebook_params(["oops"])

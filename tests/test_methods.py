@@ -256,7 +256,7 @@ def test_cli_user_errors_say_how_to_fix_them_and_exit_2(teacher_run, quick_root,
     base = ["train", "--preset", "quick", "--data", quick_root, "--set", "data.synthetic=tiny", "--no-progress"]
     assert main([*base, "--method", "deep", "--out", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: unknown method 'deep'; valid names: cdd, deap, kd") and "Traceback" not in err
+    assert err.startswith("error: unknown method 'deep'; valid names: cdd, crkd, deap, kd") and "Traceback" not in err
     assert main([*base, "--method", "kd", "--set", "optim.lrr=0.1", "--out", str(tmp_path / "b")]) == 2
     assert "unknown config key 'optim.lrr'; valid keys here:" in capsys.readouterr().err
     assert main([*base, "--method", "deap", "--out", str(tmp_path / "c")]) == 2
