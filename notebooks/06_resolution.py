@@ -191,8 +191,9 @@ R.save_figure(fig, out, "06_2_resolution_pareto", caption=f"mAP vs MACs of every
 # ## crkd against the LR baselines
 #
 # **Table 06_3**: at scale `ablation_scale`, crkd minus the LR student alone and minus LR logit KD, per seed
-# (paired bootstrap over query identities) and, with several seeds, over seeds (mean, sample std, Student-t
-# 95 % interval); a difference is called only when its interval excludes zero.
+# (paired bootstrap over query identities). **Table 06_4** (several seeds): the same differences seed by
+# seed, with their mean, sample std and Student-t 95 % interval over seeds. A difference is called only when
+# its interval excludes zero.
 
 # %%
 def per_query(m):

@@ -86,3 +86,28 @@ def test_bad_structures_are_clear_errors():
         InvertedResidual(16, 16, 1, 1, widths=(4,))
     with pytest.raises(ValueError, match="one entry per block \\(17 blocks\\)"):
         build_model("mobilenet_v2", 5, widths=[(8,)] * 3)
+
+
+def test_mobilenet_trains_and_is_cut_to_budget_through_the_cli(tmp_path):
+    """The quick teacher and a BN-gated pruning run (kd_np_direct, 60 % of the MACs) on MobileNetV2."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = ["--preset", "quick", "--data", str(tmp_path / "data"), "--set", "data.synthetic=tiny", "--set",
+              "model.arch=mobilenet_v2", "--set", "model.width=0.25", "--no-progress", "--threads", "1"]
+    for method, out, extra in (("teacher", "t", []),
+                               ("kd_np_direct", "s", ["--teacher", str(tmp_path / "t" / "model.pt"), "--set",
+                                                      "prune.target_macs=0.6"])):
+        p = subprocess.run([sys.executable, "-m", "deap_lib", "train", "--method", method, *common, *extra,
+                            "--out", str(tmp_path / out)], cwd=repo, env=env, capture_output=True, text=True,
+                           timeout=600)
+        assert p.returncode == 0, p.stderr[-2000:]
+    m = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    assert m["config"]["model"]["arch"] == "mobilenet_v2" and {"unpruned", "pruned", "absorbed"} <= set(m["forms"])
+    assert m["forms"]["absorbed"]["macs"] <= 0.6 * m["forms"]["unpruned"]["macs"] + 1
+    assert m["absorb_verification"]["max_rel"] < 1e-6
