@@ -118,9 +118,7 @@ def test_loaders(cfg, size: Sequence[int]):
 
         ensure_synthetic(d.root, d.synthetic)
     ds = build_dataset(d.dataset, d.root)
-    tcfg = transform_config(cfg)
-    tcfg.size = tuple(int(v) for v in size)
-    kw = dict(transform_cfg=tcfg, batch_size=d.test_batch_size, num_workers=d.num_workers)
+    kw = dict(transform_cfg=transform_config(cfg, size=tuple(int(v) for v in size)), batch_size=d.test_batch_size, num_workers=d.num_workers)
     return build_test_loader(ds.query, **kw), build_test_loader(ds.gallery, **kw)
 
 
@@ -165,9 +163,10 @@ def deployed_model(metrics: Dict[str, Any]) -> nn.Module:
     from pathlib import Path
 
     from .export import load_compact
+    from .study import deployed_form
 
     run_dir = Path(metrics["run_dir"])
-    path = run_dir / ("absorbed.pt" if "absorbed" in metrics["forms"] else "model.pt")
+    path = run_dir / ("absorbed.pt" if deployed_form(metrics["forms"]) == "absorbed" else "model.pt")
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run {run_dir.name} has no deployed model file")
     return load_compact(str(path)).eval()
