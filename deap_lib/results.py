@@ -518,6 +518,18 @@ def _resolution_sentence(path: Path) -> str:
     return text + "."
 
 
+def executed_stamps(root: PathLike) -> Dict[str, Dict[str, Any]]:
+    """``{notebook: stamp}`` of every executed notebook under ``root/executed`` (its parameters, notebook hash
+    and the code version that executed it), in name order."""
+    out = {}
+    for path in sorted(Path(root, "executed").glob("*.stamp.json")):
+        try:
+            out[path.name[:-len(".stamp.json")]] = json.loads(path.read_text())
+        except ValueError:
+            continue
+    return out
+
+
 def results_section(results_dir: PathLike = "results", link_base: PathLike = ".") -> str:
     """The README's generated results section (without markers), built from ``results_dir`` only.
     Links are relative to ``link_base`` (the README's folder). Deterministic: same files -> same text."""
@@ -537,9 +549,21 @@ def results_section(results_dir: PathLike = "results", link_base: PathLike = "."
             bits.append(f"{r['epochs']} epochs")
         bits.append(f"seed {r.get('seed')}")
         bits.append("full study" if r.get("full") else "core study (no ablations)")
-        bits += [f"`{k}={v}`" for k, v in sorted((r.get("parameters") or {}).items())]
-        if r.get("code_version"):
-            bits.append(f"code `{r['code_version']}`")
+        from .reproduce import PARAMETERS as _RUNNER_PARAMETERS  # injected into every notebook: not named
+
+        stamps = executed_stamps(root)
+        if stamps:  # every executed notebook's own code version and extra parameters, however many runs made them
+            bits += sorted({f"`{k}={v}`" + f" ({name[:2]})" for name, st in stamps.items()
+                            for k, v in (st.get("parameters") or {}).items() if k not in _RUNNER_PARAMETERS})
+            by_code: Dict[str, List[str]] = {}
+            for name, st in stamps.items():
+                by_code.setdefault(str(st.get("code_version")), []).append(name[:2])
+            bits.append("code " + ", ".join(f"`{c}` ({', '.join(ns)})" for c, ns in
+                                            sorted(by_code.items(), key=lambda kv: kv[1])))
+        else:
+            bits += [f"`{k}={v}`" for k, v in sorted((r.get("parameters") or {}).items())]
+            if r.get("code_version"):
+                bits.append(f"code `{r['code_version']}`")
         lines += ["Produced by `python -m deap_lib reproduce`: " + ", ".join(bits) + ". Executed notebooks: "
                   f"[`{rel}/executed/`]({rel}/executed/); all runs: [`{rel}/summary.csv`]({rel}/summary.csv).", ""]
     head = headline(root)
