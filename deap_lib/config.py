@@ -78,7 +78,8 @@ class PruneConfig:
     threshold: float = 1e-3  # paper: absolute 1e-3 on pruner column/row norms
     relative: bool = False  # threshold relative to each pruner's largest norm (our extension)
     min_channels: int = 1
-    target_macs: Optional[float] = None  # fraction of the unpruned MACs to keep (global threshold search)
+    target_macs: Optional[float] = None  # the budget: fraction of the unpruned MACs to keep (of budget_kind)
+    budget_kind: str = "macs"  # what target_macs is a fraction of: "macs" or "params" (deap_lib.budget)
     allocation: str = "global"  # with target_macs: "global" threshold or "uniform" share of every pruner
     schedule: str = "end"  # "end": cut once after training (paper); "gradual": reach target_macs during training
     gradual_end_frac: float = 0.6  # gradual: the budget is reached after this fraction of the run

@@ -143,9 +143,12 @@ def widths_for(model: ReIDNet, masks: Masks) -> List[List[int]]:
     return out
 
 
-def _macs_of(model: ReIDNet, masks: Masks, input_size) -> float:
+def _macs_of(model: ReIDNet, masks: Masks, input_size, kind: str = "macs") -> float:
+    """The deploy cost (``kind``: thop MACs or parameters, :mod:`deap_lib.budget`) after keeping ``masks``."""
+    from .budget import deploy_cost
+
     cfg = dict(model.config, pcp=None, widths=widths_for(model, masks), deploy=True)
-    return float(profile(build_model(**cfg), input_size)["macs"])
+    return deploy_cost(build_model(**cfg), input_size, kind)
 
 
 @torch.no_grad()
@@ -169,9 +172,10 @@ def apply_masks(model: ReIDNet, masks: Masks) -> ReIDNet:
 
 def threshold_for_macs(model: ReIDNet, scores: Scores, target_fraction: float,
                        input_size: Tuple[int, int, int], *, min_channels: int = 1,
-                       multiple: int = 1) -> Tuple[float, float]:
+                       multiple: int = 1, kind: str = "macs") -> Tuple[float, float]:
     """The smallest global threshold whose selection keeps at most ``target_fraction`` of the unpruned
-    deploy model's MACs (our extension; the paper uses a fixed threshold). Returns ``(threshold, fraction)``.
+    deploy model's MACs (our extension; the paper uses a fixed threshold), or of its parameters with
+    ``kind="params"``. Returns ``(threshold, fraction)``.
     With ``multiple`` > 1 the widths are rounded inside the search (:func:`keep_mask`), so the rounded
     selection itself meets the budget.
 
@@ -183,21 +187,21 @@ def threshold_for_macs(model: ReIDNet, scores: Scores, target_fraction: float,
     def select(thr: float) -> Masks:
         return keep_masks(scores, thr, min_channels=min_channels, multiple=multiple)
 
-    full = _macs_of(model, keep_masks(scores, 0.0, min_channels=min_channels), input_size)
+    full = _macs_of(model, keep_masks(scores, 0.0, min_channels=min_channels), input_size, kind)
     cands = torch.unique(torch.cat([s for pair in scores for s in pair]).double())
     lo, hi = 0, len(cands) - 1  # find the smallest index whose threshold meets the budget
     best = None
     while lo <= hi:
         mid = (lo + hi) // 2
         thr = float(cands[mid])
-        frac = _macs_of(model, select(thr), input_size) / full
+        frac = _macs_of(model, select(thr), input_size, kind) / full
         if frac <= target_fraction:
             best, hi = (thr, frac), mid - 1
         else:
             lo = mid + 1
     if best is None:  # even the largest threshold keeps too much (min_channels floor)
         thr = float(cands[-1]) * (1 + 1e-9) + 1e-30
-        best = (thr, _macs_of(model, select(thr), input_size) / full)
+        best = (thr, _macs_of(model, select(thr), input_size, kind) / full)
     return best
 
 
@@ -219,9 +223,10 @@ def top_fraction_masks(scores: Scores, fraction: float, *,
 
 def fraction_for_macs(model: ReIDNet, scores: Scores, target_fraction: float,
                       input_size: Tuple[int, int, int], *, min_channels: int = 1,
-                      multiple: int = 1) -> Tuple[float, float]:
+                      multiple: int = 1, kind: str = "macs") -> Tuple[float, float]:
     """The largest per-gate keep fraction (:func:`top_fraction_masks`) whose selection keeps at most
-    ``target_fraction`` of the unpruned deploy model's MACs. Returns ``(keep_fraction, macs_fraction)``.
+    ``target_fraction`` of the unpruned deploy model's MACs (``kind="params"``: parameters). Returns
+    ``(keep_fraction, macs_fraction)``.
     With ``multiple`` > 1 the rounded selection is what meets the budget.
 
     Bisection over the keep fraction (MACs grow with it); the candidate fractions are the distinct
@@ -234,17 +239,17 @@ def fraction_for_macs(model: ReIDNet, scores: Scores, target_fraction: float,
 
     sizes = sorted({s.numel() for pair in scores for s in pair})
     cands = sorted({k / n for n in sizes for k in range(1, n + 1)})
-    full = _macs_of(model, top_fraction_masks(scores, 1.0, min_channels=min_channels), input_size)
+    full = _macs_of(model, top_fraction_masks(scores, 1.0, min_channels=min_channels), input_size, kind)
     lo, hi, best = 0, len(cands) - 1, None
     while lo <= hi:
         mid = (lo + hi) // 2
-        frac = _macs_of(model, select(cands[mid]), input_size) / full
+        frac = _macs_of(model, select(cands[mid]), input_size, kind) / full
         if frac <= target_fraction:
             best, lo = (cands[mid], frac), mid + 1
         else:
             hi = mid - 1
     if best is None:  # even the smallest selection exceeds the budget
-        best = (cands[0], _macs_of(model, select(cands[0]), input_size) / full)
+        best = (cands[0], _macs_of(model, select(cands[0]), input_size, kind) / full)
     return best
 
 
@@ -299,7 +304,7 @@ class GradualPruning:
 
     def __init__(self, model: ReIDNet, *, target_macs: float, total_epochs: int, end_frac: float = 0.6,
                  input_size: Tuple[int, int, int], allocation: str = "uniform", min_channels: int = 1,
-                 multiple: int = 1):
+                 multiple: int = 1, kind: str = "macs"):
         if not 0 < target_macs <= 1 or not 0 < end_frac <= 1:
             raise ValueError(f"GradualPruning: need 0 < target_macs <= 1 and 0 < end_frac <= 1, got "
                              f"{target_macs}, {end_frac}")
@@ -308,9 +313,10 @@ class GradualPruning:
         self.model, self.target, self.total, self.end_frac = model, target_macs, total_epochs, end_frac
         self.input_size, self.allocation, self.min_channels = input_size, allocation, min_channels
         self.multiple = multiple  # kept widths rounded up to it at every update (alive counts stay multiples)
+        self.kind = kind  # the budget's resource: "macs" or "params" (deap_lib.budget)
         self.masks = [tuple(s > 0 for s in pair) for pair in group_scores(model)]
         self._full_macs = _macs_of(model, [tuple(torch.ones_like(m) for m in p) for p in self.masks],
-                                   input_size)
+                                   input_size, kind)
 
     def macs_fraction_at(self, epoch: int) -> float:
         s = min(1.0, epoch / max(1e-9, self.end_frac * self.total))
@@ -322,19 +328,19 @@ class GradualPruning:
                   for pair, mpair in zip(group_scores(self.model), self.masks)]
         if f >= 1.0:
             return {"prune_macs_budget": 1.0}
-        kw = dict(min_channels=self.min_channels, multiple=self.multiple)
+        kw = dict(min_channels=self.min_channels, multiple=self.multiple, kind=self.kind)
         if self.allocation == "uniform":
             keep, _ = fraction_for_macs(self.model, scores, f, self.input_size, **kw)
-            new = top_fraction_masks(scores, keep, **kw)
+            new = top_fraction_masks(scores, keep, min_channels=self.min_channels, multiple=self.multiple)
         else:
             thr, _ = threshold_for_macs(self.model, scores, f, self.input_size, **kw)
-            new = keep_masks(scores, thr, **kw)
+            new = keep_masks(scores, thr, min_channels=self.min_channels, multiple=self.multiple)
         self.masks = [tuple(a & b for a, b in zip(old, cur)) for old, cur in zip(self.masks, new)]
         self.apply_()
         kept = sum(int(m.sum()) for pair in self.masks for m in pair)
         total = sum(m.numel() for pair in self.masks for m in pair)
         return {"prune_macs_budget": f, "prune_kept_frac": kept / total,
-                "prune_macs_frac": _macs_of(self.model, self.masks, self.input_size) / self._full_macs}
+                "prune_macs_frac": _macs_of(self.model, self.masks, self.input_size, self.kind) / self._full_macs}
 
     def apply_(self) -> None:
         zero_groups_(self.model, self.masks, check=False)

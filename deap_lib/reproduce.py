@@ -1,7 +1,7 @@
 """``python -m deap_lib reproduce``: run the numbered study notebooks headlessly with papermill.
 
-Each notebook in ``notebooks/`` (00 ... 06) is executed in :data:`NOTEBOOKS` order (04, the summary of the
-DEAP study, after 05; then 06, the resolution study, which places its points among the study's runs) into
+Each notebook in ``notebooks/`` (00 ... 07) is executed in :data:`NOTEBOOKS` order (04, the summary of the
+DEAP study, after 05 and 07; then 06, the resolution study, which places its points among the study's runs) into
 ``<out>/executed/<name>.ipynb`` with
 the study parameters injected after its ``parameters`` cell, by a kernel running this interpreter. Next to
 it a stamp ``<name>.stamp.json`` keeps the parameters, the notebook's hash and the code version; a stage
@@ -26,7 +26,8 @@ from .engine.checkpoint import atomic_write_text
 PathLike = Union[str, "os.PathLike[str]"]
 #: execution order: the method notebooks (02, 03, 05, ...) first, the summary (04: every method's deployed model
 #: of the seed, the Pareto plot, latency) last, so that it sees every run
-NOTEBOOKS = ("00_data", "01_teacher", "02_dilemma", "03_deap", "05_cdd", "04_absorb_and_plots", "06_resolution")
+NOTEBOOKS = ("00_data", "01_teacher", "02_dilemma", "03_deap", "05_cdd", "07_structure", "04_absorb_and_plots",
+             "06_resolution")
 #: parameters every notebook's ``parameters`` cell defines (the runner injects them all)
 PARAMETERS = ("preset", "dataset", "data_root", "device", "seed", "out", "runs_dir", "epochs", "force", "jobs",
               "full")

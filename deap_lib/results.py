@@ -34,7 +34,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 #: README group titles per notebook prefix of an artifact name.
 STAGES = {"00": "Data", "01": "Teacher and plain student", "02": "The KD + NP dilemma",
           "03": "DEAP training", "04": "Absorption, complexity and speed", "05": "CDD against DEAP",
-          "06": "Resolution-aware KD (HR teacher, LR student)"}
+          "06": "Resolution-aware KD (HR teacher, LR student)",
+          "07": "Structure learning by KD under a MACs or parameter budget"}
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -83,6 +84,13 @@ def record(results_dir: PathLike, name: str, data: Mapping[str, Any]) -> Path:
     plain = _plain(data, name)
     path = Path(results_dir) / "records" / f"{_check_name(name)}.json"
     return atomic_write_text(path, json.dumps(plain, indent=1, sort_keys=True) + "\n")
+
+
+def table_records(df) -> List[Dict[str, Any]]:
+    """A table's rows as dicts for :func:`record`, its missing values (NaN, e.g. the budget of a reference
+    row) as None."""
+    return [{k: (None if isinstance(v, (float, np.floating)) and not math.isfinite(float(v)) else v)
+             for k, v in r.items()} for r in df.to_dict("records")]
 
 
 def load_record(results_dir: PathLike, name: str) -> Dict[str, Any]:
@@ -182,7 +190,8 @@ def main_table(runs, *, teacher: Optional[str] = None, methods: Optional[Sequenc
     """Teacher vs every run's deployed form (absorbed for pruning methods), DEAP first after the teacher.
 
     ``runs``: :meth:`deap_lib.study.Study.load_runs` output (columns run, run_dir, method, seed, form,
-    deployed, mAP, mAP_low, mAP_high, rank1, params_no_classifier, macs). Each row is compared with the
+    deployed, mAP, mAP_low, mAP_high, rank1, params_no_classifier, macs; with an ``arch`` column, a run is
+    compared with a teacher of its own backbone where one exists). Each row is compared with the
     teacher run of the same seed (else ``teacher``, a run name): parameter / MAC reductions in percent and
     the paired cluster-bootstrap mAP difference (percentage points, ``level`` interval, ``p_better`` = share
     of resamples where the model beats the teacher; 0 for the teacher row itself, whose ``run`` equals its
@@ -208,8 +217,10 @@ def main_table(runs, *, teacher: Optional[str] = None, methods: Optional[Sequenc
             raise KeyError(f"main_table: teacher run {teacher!r} not found; teacher runs: "
                            f"{sorted(teachers['run'])}")
 
-    def teacher_for(seed_: int):
+    def teacher_for(seed_: int, arch=None):
         same = teachers[teachers["seed"] == seed_]
+        if arch is not None and (same["arch"] == arch).any():  # a MobileNetV2 student: its own teacher
+            same = same[same["arch"] == arch]
         if teacher is not None:
             return fixed.iloc[0] if same.empty or teacher in set(same["run"]) else same.iloc[0]
         if same.empty:
@@ -233,7 +244,7 @@ def main_table(runs, *, teacher: Optional[str] = None, methods: Optional[Sequenc
         return cache[(run_dir, form)]
 
     for _, r in dep.iterrows():
-        t = teacher_for(int(r["seed"]))
+        t = teacher_for(int(r["seed"]), r["arch"] if "arch" in dep.columns else None)
         if r["run_dir"] == t["run_dir"]:
             d = {"diff": 0.0, "low": 0.0, "high": 0.0, "frac_a_gt_b": 0.0}
         else:

@@ -37,6 +37,8 @@ RUN_LOG = "run.log"
 EVALS_PER_RUN = 5
 #: seconds between two checks of the running jobs' training logs for the progress line
 PROGRESS_EVERY_S = 2.0
+#: config keys that make a run's backbone differ from the preset's: its teacher and pre-training follow them
+ARCH_KEYS = ("model.arch", "model.width")
 #: prefix of the live progress lines (``python -m deap_lib reproduce`` echoes them from the notebooks)
 PROGRESS_PREFIX = "[progress]"
 _TAG_OK = re.compile(r"[^A-Za-z0-9._]+")
@@ -304,16 +306,33 @@ class Study:
             ov["data.root"] = str(self.overrides["data.root"]).rstrip("/") + "_pretrain"
         return ov
 
-    def pretrain_path(self) -> str:
-        """The study's pre-trained backbone (one per study, shared by every seed), as stored in configs."""
-        return str(Path(self._cli_dir(self.spec("pretrain", self.seed))) / "model.pt")
+    @staticmethod
+    def arch_overrides(spec: RunSpec) -> Dict[str, Any]:
+        """The run's own architecture (``model.arch`` / ``model.width`` overrides, :data:`ARCH_KEYS`): a run on
+        another backbone than the preset's (MobileNetV2 in notebook 07) gets a pre-training run and teachers
+        of that backbone, trained by the same pool."""
+        return {k: v for k, v in spec.overrides if k in ARCH_KEYS}
+
+    def pretrain_spec(self, arch: Optional[Mapping[str, Any]] = None) -> RunSpec:
+        """The study's pre-training run (one per study and backbone, shared by every seed)."""
+        return self.spec("pretrain", self.seed, dict(arch or {}))
+
+    def teacher_spec(self, seed: Optional[int] = None, arch: Optional[Mapping[str, Any]] = None) -> RunSpec:
+        """The teacher of ``seed`` (of the backbone ``arch``, default the preset's)."""
+        return self.spec("teacher", seed, dict(arch or {}))
+
+    def pretrain_path(self, arch: Optional[Mapping[str, Any]] = None) -> str:
+        """The study's pre-trained backbone (one per study and backbone, shared by every seed), as stored in
+        configs."""
+        return str(Path(self._cli_dir(self.pretrain_spec(arch))) / "model.pt")
 
     def _needs_pretrain(self, spec: RunSpec) -> bool:
-        return self._run_overrides(spec).get("pretrained_path") == self.pretrain_path()
+        return self._run_overrides(spec).get("pretrained_path") == self.pretrain_path(self.arch_overrides(spec))
 
-    def teacher_path(self, seed: Optional[int] = None) -> str:
-        """The teacher checkpoint a distillation run of ``seed`` uses (as stored in its config)."""
-        return str(Path(self._cli_dir(self.spec("teacher", seed))) / "model.pt")
+    def teacher_path(self, seed: Optional[int] = None, arch: Optional[Mapping[str, Any]] = None) -> str:
+        """The teacher checkpoint a distillation run of ``seed`` (on backbone ``arch``) uses, as stored in its
+        config."""
+        return str(Path(self._cli_dir(self.teacher_spec(seed, arch))) / "model.pt")
 
     def config(self, spec: Union[str, RunSpec], seed: Optional[int] = None,
                overrides: Optional[Mapping[str, Any]] = None) -> RunConfig:
@@ -331,11 +350,12 @@ class Study:
         from .methods import get_preset
 
         ov = {**self._study_overrides(spec.method), "seed": spec.seed, **dict(spec.overrides)}
+        arch = self.arch_overrides(spec)
         if self.needs_teacher(spec.method) and "teacher_path" not in ov:
-            ov["teacher_path"] = self.teacher_path(spec.seed)
+            ov["teacher_path"] = self.teacher_path(spec.seed, arch)
         cfg = get_preset(self.preset, spec.method, **ov)
         if cfg.student_init == "checkpoint" and not cfg.pretrained_path:
-            ov["pretrained_path"] = self.pretrain_path()
+            ov["pretrained_path"] = self.pretrain_path(arch)
         if "eval_every" not in ov:
             ov["eval_every"] = max(1, get_preset(self.preset, spec.method, **ov).optim.epochs // EVALS_PER_RUN)
         return ov
@@ -626,15 +646,15 @@ class Study:
         with an added ``run_dir``). Raises :class:`RunFailed` (with log tails) after the other runs finish
         if any run fails."""
         specs = [self._as_spec(r) for r in runs]
-        pre = self.spec("pretrain", self.seed)
         deps: Dict[RunSpec, List[RunSpec]] = {}
         todo = list(specs)
         for s in specs:
             if self.needs_teacher(s.method):
-                t = self.spec("teacher", s.seed)
+                t = self.teacher_spec(s.seed, self.arch_overrides(s))
                 deps.setdefault(s, []).append(t)
                 todo.append(t)
         for s in list(dict.fromkeys(todo)):
+            pre = self.pretrain_spec(self.arch_overrides(s))
             if s != pre and self._needs_pretrain(s):
                 deps.setdefault(s, []).append(pre)
                 todo.append(pre)
@@ -664,7 +684,7 @@ class Study:
         """One row per (run, form) of every finished run under ``runs_dir/<preset>/`` (every preset with
         ``all_presets``): run, run_dir, method, tag, preset, dataset, seed, form, deployed (the run's deployed
         form), the form's metrics (mAP, intervals, rank-k, mINP, params, params_no_classifier, macs), and
-        wall_time_s, epochs, target_macs, threshold from the run's config. Runs without a benchmark form (the
+        arch (backbone and width), wall_time_s, epochs, target_macs, threshold from the run's config. Runs without a benchmark form (the
         pre-training, evaluated on its own corpus) are left out."""
         import pandas as pd
 
@@ -685,6 +705,8 @@ class Study:
                        "deployed": form == dep}
                 row.update({k: v for k, v in r.items() if not k.endswith("_text")})
                 row["mAP_text"] = r.get("mAP_text")
+                mc = cfg.get("model", {})
+                row["arch"] = f"{mc.get('arch')} x{mc.get('width')}"
                 row.update(wall_time_s=m.get("wall_time_s"), epochs=cfg.get("optim", {}).get("epochs"),
                            target_macs=cfg.get("prune", {}).get("target_macs"),
                            threshold=cfg.get("prune", {}).get("threshold"))

@@ -1,6 +1,6 @@
 """The study notebooks: committed clean, and executed headlessly with papermill (quick preset, 2 epochs).
 
-One module-scoped ``python -m deap_lib reproduce`` run executes notebooks 00-05 in order into temporary
+One module-scoped ``python -m deap_lib reproduce`` run executes notebooks 00-07 in order into temporary
 runs/results folders (the teacher is trained once and shared); the tests then check each notebook's
 recorded metrics, its tables/figures, the README section and that a second reproduce reuses everything.
 """
@@ -343,6 +343,28 @@ def test_06_resolution(study):
                for c in r["cross_resolution"])
 
 
+def test_07_structure(study):
+    r = _rec(study, "07_structure")
+    assert r["budgets"] == [TARGET_MACS] and r["params_budget"] == {} and r["mobilenet"] == {}  # full=False
+    rows = {x["method"]: x for x in r["sweep"]}
+    assert {"teacher", "kd (uncompressed)", "structure_kd", "deap", "thinned_kd"} == set(rows)
+    assert rows["teacher"]["macs_frac"] == 1.0 and rows["teacher"]["budget"] is None
+    # the structure-learning cut fills the budget within 1 %, the others stay within it
+    assert TARGET_MACS - 0.01 <= rows["structure_kd"]["macs_frac"] <= TARGET_MACS
+    assert rows["deap"]["macs_frac"] <= TARGET_MACS + 1e-9 and rows["thinned_kd"]["macs_frac"] <= TARGET_MACS + 1e-9
+    deap = json.loads((_main_run(study, "deap", 0) / "metrics.json").read_text())  # notebook 02's run, reused
+    assert deap["forms"]["absorbed"]["mAP"] == rows["deap"]["mAP"]
+    sk = json.loads((study["runs"] / "quick" / f"structure_kd-target_macs{TARGET_MACS}-s0" / "metrics.json").read_text())
+    assert sk["forms"]["absorbed"]["mAP"] == rows["structure_kd"]["mAP"] and sk["absorb_verification"]["max_rel"] < 1e-6
+    assert {d["structure_kd vs"] for d in r["structure_kd_minus"]} == {"deap", "thinned_kd"}
+    for d in r["structure_kd_minus"]:
+        assert d["d_low"] - 1e-9 <= d["d_mAP"] <= d["d_high"] + 1e-9
+    w = r["wall_time_s"][0]
+    assert w["structure_kd/deap"] == pytest.approx(w["structure_kd"] / w["deap"])
+    main = pd.read_csv(study["results"] / "tables" / "04_1_main_table.csv")  # 07 runs before the summary
+    assert {"structure_kd", "thinned_kd"} <= set(main["method"])
+
+
 def test_tables_figures_and_readme(study):
     res = study["results"]
     tables = sorted(p.stem for p in (res / "tables").glob("*.csv"))
@@ -350,11 +372,12 @@ def test_tables_figures_and_readme(study):
     assert {"00_1_dataset_stats", "01_1_teacher_student", "02_1_dilemma_table", "03_1_deap_forms",
             "04_1_main_table", "04_3_three_forms", "04_5_latency", "02_5_seeds", "02_6_deap_vs_each_seeds",
             "05_1_cdd_vs_deap", "05_2_cdd_vs_deap_seeds", "05_4_cdd_reset_share", "06_1_resolution_points",
-            "06_3_crkd_vs_lr_baselines", "06_4_crkd_vs_lr_baselines_seeds", "06_6_cross_resolution"} <= set(tables)
+            "06_3_crkd_vs_lr_baselines", "06_4_crkd_vs_lr_baselines_seeds", "06_6_cross_resolution",
+            "07_1_budget_sweep", "07_2_structure_vs_baselines", "07_8_wall_time"} <= set(tables)
     figures = {p.stem for p in (res / "figures").glob("*.png")}
     assert {"00_2_identity_grid", "01_2_training_curves", "02_2_dilemma_map", "02_3_dilemma_curves",
             "03_2_deap_losses", "03_3_pruner_norms", "04_2_pareto", "04_4_kept_channels", "02_7_seeds_map",
-            "05_3_cdd_masks", "06_2_resolution_pareto"} <= figures
+            "05_3_cdd_masks", "06_2_resolution_pareto", "07_3_budget_pareto", "07_4_learned_widths"} <= figures
     main = pd.read_csv(res / "tables" / "04_1_main_table.csv")
     assert set(main["seed"]) == {0}  # the main table is seed 0's; the other seeds are in 02_5
     summary = (res / "summary.csv").read_text().splitlines()

@@ -253,6 +253,27 @@ def test_main_table_hand_computed(tmp_path):
     assert view.iloc[1]["params -%"] == "75.0"
 
 
+def test_main_table_compares_each_backbone_with_its_own_teacher(tmp_path):
+    """Two teachers of seed 0 (the preset's ResNet and a MobileNetV2, notebook 07): each student is compared
+    with the teacher of its own architecture, whichever sorts first."""
+    runs = tmp_path / "runs" / "quick"
+    pids = [1, 2, 3, 4]
+    mnv2 = {"config": {"model": {"arch": "mobilenet_v2", "width": 0.5}}}
+    resnet = {"config": {"model": {"arch": "resnet50", "width": 0.0625}}}
+    _fake_run(runs, "teacher-archmobilenet_v2_width0.5-s0", "teacher", {"teacher": _form(40.0, 800, 80)},
+              per_query={"teacher": _per_query([0.4, 0.4, 0.4, 0.4], pids)}, extra=mnv2)
+    _fake_run(runs, "teacher-s0", "teacher", {"teacher": _form(60.0, 1000, 100)},
+              per_query={"teacher": _per_query([0.6, 0.6, 0.6, 0.6], pids)}, extra=resnet)
+    for name, ex in (("kd-archmobilenet_v2_width0.5-s0", mnv2), ("kd-s0", resnet)):
+        _fake_run(runs, name, "kd", {"student": _form(50.0, 400, 40)},
+                  per_query={"student": _per_query([0.5, 0.5, 0.5, 0.5], pids)}, extra=ex)
+    t = R.main_table(Study("quick", runs_dir=tmp_path / "runs", verbose=False).load_runs(), n_boot=50).set_index("run")
+    assert t.loc["kd-s0", "reference"] == "teacher-s0" and t.loc["kd-s0", "d_mAP"] == pytest.approx(-10.0)
+    assert t.loc["kd-archmobilenet_v2_width0.5-s0", "reference"] == "teacher-archmobilenet_v2_width0.5-s0"
+    assert t.loc["kd-archmobilenet_v2_width0.5-s0", "d_mAP"] == pytest.approx(10.0)
+    assert t.loc["kd-archmobilenet_v2_width0.5-s0", "params_reduction_pct"] == pytest.approx(50.0)
+
+
 def test_main_table_errors(tmp_path):
     with pytest.raises(KeyError, match="lacks columns"):
         R.main_table(pd.DataFrame({"run": []}))
@@ -656,3 +677,21 @@ def test_pretraining_stage_runs_first_and_is_shared(tmp_path):
     save_compact(other, str(path))  # the pre-training changed: its dependants retrain
     again = s.run_many([("student", 0, {"student_init": "checkpoint"})])[0]
     assert again["wall_time_s"] != m["wall_time_s"] and again["pretrained_hash"] == file_sha256(str(path))
+
+
+def test_a_run_on_another_backbone_gets_its_own_teacher_and_pretraining(tmp_path):
+    """Notebook 07's MobileNetV2 runs: the teacher and the pre-training a run depends on follow its
+    ``model.arch`` / ``model.width`` overrides; the preset's runs keep theirs."""
+    s = Study("cpu", runs_dir=tmp_path / "runs", verbose=False)
+    arch = {"model.arch": "mobilenet_v2", "model.width": 0.5}
+    sk = s.spec("structure_kd", 0, {**arch, "prune.target_macs": 0.5})
+    ov = s._run_overrides(sk)
+    assert ov["teacher_path"] == str(Path(s.runs_dir) / "cpu" / "teacher-archmobilenet_v2_width0.5-s0" / "model.pt")
+    assert ov["pretrained_path"] == str(Path(s.runs_dir) / "cpu" / "pretrain-archmobilenet_v2_width0.5-s0" / "model.pt")
+    t = s.teacher_spec(0, s.arch_overrides(sk))
+    assert t.name == "teacher-archmobilenet_v2_width0.5-s0" and s._needs_pretrain(t)
+    assert s._run_overrides(t)["pretrained_path"] == ov["pretrained_path"]
+    kd = s._run_overrides(s.spec("kd", 0))
+    assert kd["teacher_path"] == str(Path(s.runs_dir) / "cpu" / "teacher-s0" / "model.pt")
+    assert kd["pretrained_path"] == str(Path(s.runs_dir) / "cpu" / "pretrain-s0" / "model.pt")
+    assert s.arch_overrides(s.spec("kd", 0, {"model.arch": "resnet50"})) == {}  # the preset's own: no new teacher

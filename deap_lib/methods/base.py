@@ -279,7 +279,7 @@ class PruningMixin:
             self._gradual = GradualPruning(self.net, target_macs=pc.target_macs, total_epochs=cfg.optim.epochs,
                                            end_frac=pc.gradual_end_frac, input_size=(3, *cfg.model.input_size),
                                            allocation=pc.allocation, min_channels=pc.min_channels,
-                                           multiple=pc.multiple())
+                                           multiple=pc.multiple(), kind=pc.budget_kind)
         elif pc.schedule != "end":
             raise UserError(f"unknown prune.schedule '{pc.schedule}'; valid: end, gradual")
 

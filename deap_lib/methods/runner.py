@@ -113,9 +113,18 @@ def load_teacher(cfg: RunConfig, device: torch.device) -> Tuple[Optional[ReIDNet
 
 
 def check_run(cfg: RunConfig) -> None:
-    """The checks that need no data: a known method, its ``args.*`` keys, a teacher when it needs one."""
+    """The checks that need no data: a known method, its ``args.*`` keys, the budget's kind and range, a
+    teacher when it needs one."""
+    from ..budget import BUDGET_KINDS
+
     method_cls = METHODS.get(cfg.method)
     parse_args(method_cls, cfg.args)
+    pc = cfg.prune
+    if pc.budget_kind not in BUDGET_KINDS:
+        raise UserError(f"unknown prune.budget_kind {pc.budget_kind!r}; valid: {', '.join(BUDGET_KINDS)}")
+    if pc.target_macs is not None and not 0 < pc.target_macs <= 1:
+        raise UserError(f"prune.target_macs={pc.target_macs!r} is outside (0, 1]: the budget is a fraction of the "
+                        f"unpruned network's {pc.budget_kind} (1 = no compression)")
     if any(stage.method.needs_teacher for stage in method_cls.stages(cfg)) and not cfg.teacher_path:
         raise UserError(teacher_missing_message(cfg))
 

@@ -63,6 +63,12 @@ def _shortcut(in_ch: int, out_ch: int, stride: int, deploy: bool) -> nn.Module:
     return nn.Identity()
 
 
+def _check_plain(block: nn.Module, fn: str) -> None:
+    if block.pcp is not None:
+        raise ValueError(f"{fn}: needs a plain or deploy block (pcp=None), got pcp={block.pcp!r}; cost a PCP "
+                         "network through its deploy form")
+
+
 def _bn_gate(name: str, index: int, side: int, cb: ConvBN) -> Gate:
     return Gate(name, index, side, ((cb.bn.weight, 0), (cb.bn.bias, 0)))
 
@@ -148,6 +154,13 @@ class Bottleneck(nn.Module):
         if isinstance(self.conv1.bn, nn.BatchNorm2d):
             return (_bn_gate("bn1", 0, 1, self.conv1), _bn_gate("bn2", 1, 2, self.conv2))
         return ()
+
+    def gate_convs(self) -> Tuple[Tuple[Tuple[ConvBN, ...], Tuple[ConvBN, ...]], ...]:
+        """Per gate of a plain block, ``(producers, consumers)``: the ConvBNs whose output / input channels
+        the gate's channels are (what one channel costs, :mod:`deap_lib.budget`); the widths ``(C1, C3)`` in
+        a plain or deploy block (a PCP block is costed through its deploy form)."""
+        _check_plain(self, "gate_convs")
+        return (((self.conv1,), (self.conv2,)), ((self.conv2,), (self.conv3,)))
 
     @torch.no_grad()
     def pruned(self, keep: Sequence[Tensor]) -> "Bottleneck":
@@ -273,6 +286,11 @@ class BasicBlock(nn.Module):
         if isinstance(self.conv1.bn, nn.BatchNorm2d):
             return (_bn_gate("bn1", 0, 2, self.conv1),)
         return ()
+
+    def gate_convs(self) -> Tuple[Tuple[Tuple[ConvBN, ...], Tuple[ConvBN, ...]], ...]:
+        """``(producers, consumers)`` of the plain block's gate: conv1's outputs, conv2's inputs."""
+        _check_plain(self, "gate_convs")
+        return (((self.conv1,), (self.conv2,)),)
 
     @torch.no_grad()
     def pruned(self, keep: Sequence[Tensor]) -> "BasicBlock":

@@ -81,6 +81,13 @@ class InvertedResidual(nn.Module):
         e, d = self.expand.bn, self.dw.bn
         return (Gate("bn_hidden", 0, 2, ((e.weight, 0), (e.bias, 0), (d.weight, 0), (d.bias, 0))),)
 
+    def gate_convs(self) -> Tuple[Tuple[Tuple[ConvBN, ...], Tuple[ConvBN, ...]], ...]:
+        """``(producers, consumers)`` of the hidden gate: the expansion and depthwise convs' outputs, the
+        projection's inputs (what one channel costs, :mod:`deap_lib.budget`)."""
+        if self.expand is None:
+            return ()
+        return (((self.expand, self.dw), (self.project,)),)
+
     @torch.no_grad()
     def pruned(self, keep: Sequence[Tensor]) -> "InvertedResidual":
         """A copy keeping hidden channels ``keep[0]`` (expansion rows, depthwise channels, projection
@@ -168,6 +175,19 @@ class MobileNetV2Backbone(nn.Module):
     def fixed_convs(self) -> List[Tuple[str, ConvBN]]:
         """The ConvBNs outside the blocks (never cut; folded at deploy)."""
         return [("stem", self.stem), ("last", self.last)]
+
+    def stem_forward(self, x: Tensor) -> Tensor:
+        """The input of the first inverted residual."""
+        return self.stem(x)
+
+    def block_groups(self) -> List[List[int]]:
+        """Indices of the blocks of each inverted-residual group (t, c, n, s): the block-wise phase's units
+        (the last 1x1 conv follows the last group and is not one)."""
+        out, k = [], 0
+        for _, _, n, _ in SETTINGS:
+            out.append(list(range(k, k + n)))
+            k += n
+        return out
 
     def named_blocks(self) -> Iterator[Tuple[str, InvertedResidual]]:
         for i, block in enumerate(self.blocks):

@@ -87,6 +87,18 @@ class ResNetBackbone(nn.Module):
         """The ConvBNs outside the blocks (never cut; folded at deploy): the stem."""
         return [("stem", self.stem)]
 
+    def stem_forward(self, x: Tensor) -> Tensor:
+        """The input of the first block (stem conv and max-pool)."""
+        return self.maxpool(self.stem(x))
+
+    def block_groups(self) -> List[List[int]]:
+        """Indices (``named_blocks()`` order) of the blocks of each stage: the block-wise phase's units."""
+        out, k = [], 0
+        for stage in self.stages():
+            out.append(list(range(k, k + len(stage))))
+            k += len(stage)
+        return out
+
     def named_blocks(self) -> Iterator[Tuple[str, Block]]:
         for s, stage in enumerate(self.stages(), start=1):
             for i, block in enumerate(stage):
