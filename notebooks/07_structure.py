@@ -55,6 +55,7 @@ budgets = None        # MACs budgets (fractions of the unpruned MACs); None: 0.6
                       # DEAP's budget of the preset (0.28 on cpu; 0.5 where the preset has none)
 params_budget = 0.28  # full study: the parameter budget of the three methods on the ResNet student
 mobilenet = None      # None: with full; the MobileNetV2 part (its own pre-training, teacher and students)
+rounding = None       # None: with full; DEAP with every kept width rounded to a multiple of 8 (issue 15)
 mobilenet_width = 0.5   # MobileNetV2 width multiplier (hidden channels; the last 1x1 conv keeps 1280)
 mobilenet_macs = 0.5    # MobileNetV2 MACs budget (the source's headline: 2x fewer FLOPs)
 mobilenet_params = 0.5  # MobileNetV2 parameter budget (the source reaches 5.2x; our floor is higher, see 07_6)
@@ -87,6 +88,8 @@ if budgets is None:
 budgets = sorted({float(b) for b in budgets}, reverse=True)
 if mobilenet is None:
     mobilenet = bool(full)
+if rounding is None:
+    rounding = bool(full)
 METHODS = ("structure_kd", "deap", "thinned_kd")
 MNV2 = {"model.arch": "mobilenet_v2", "model.width": float(mobilenet_width)}
 
@@ -106,8 +109,16 @@ if mobilenet:
     mn_keys += [("kd_np_direct", kind, float(b)) for kind, b in mobilenet_budgets if kind == "macs"]
 specs = [(m, seed, budget(b, kind)) for m, kind, b in keys]
 specs += [(m, seed, {**MNV2, **(budget(b, kind) if b else {})}) for m, kind, b in mn_keys]
-ms = study.run_many(specs + [("teacher", seed), ("kd", seed)])
+round_budget = float(study.config("deap").prune.target_macs or budgets[-1])
+ROUND = {"prune.round_widths": True, **budget(round_budget)}
+extra = [("deap", seed, budget(round_budget)), ("deap", seed, ROUND)] if rounding else []
+END_TO_END = {"args.blockwise_frac": 0.0, **budget(round_budget)}  # the ablation: no block-wise phase
+ablation = [("structure_kd", seed, END_TO_END)] if full and round_budget in budgets else []
+ms = study.run_many(specs + extra + ablation + [("teacher", seed), ("kd", seed)])
 run = dict(zip(keys, ms[:len(keys)]))
+n0 = len(keys) + len(mn_keys)
+rounded = dict(zip(("free", "rounded"), ms[n0:n0 + len(extra)]))
+no_blockwise = ms[n0 + len(extra)] if ablation else None
 mn = dict(zip(mn_keys, ms[len(keys):len(keys) + len(mn_keys)]))
 teacher, kd = ms[-2], ms[-1]
 print(f"{len(keys)} ResNet runs at MACs budgets {budgets}" + (f", {len(mn_keys)} MobileNetV2 runs" if mobilenet else ""))
@@ -142,7 +153,9 @@ def row(label, m, kind=None, b=None, full=full_cost):
 # uncompressed KD student as references. `macs_frac` at or below the budget is the budget met; the cut of
 # `structure_kd` meets it within one channel's cost, DEAP's gradual rule and the thinned network from
 # below. **Table 07_2**: `structure_kd` minus each baseline at the same budget, paired bootstrap over query
-# identities (a difference is called only when the interval excludes zero).
+# identities (a difference is called only when the interval excludes zero); in the full study also minus
+# `structure_kd` without its block-wise phase (`args.blockwise_frac=0`: the cost-weighted penalty acts on
+# the whole network from the first step) at DEAP's budget.
 
 # %%
 sweep = pd.DataFrame([row("teacher", teacher), row("kd (uncompressed)", kd)] +
@@ -156,6 +169,11 @@ for kind, b in [(k, b) for m, k, b in keys if m == "structure_kd"]:
     vs = P.paired_vs(ref, {m: R.load_per_query(run[(m, kind, b)]["run_dir"], "absorbed") for m in METHODS[1:]},
                      who="structure_kd")
     diffs.append(vs.assign(budget_kind=kind, budget=b))
+if no_blockwise is not None:  # the block-wise phase's contribution
+    ref = R.load_per_query(run[("structure_kd", "macs", round_budget)]["run_dir"], "absorbed")
+    vs = P.paired_vs(ref, {"structure_kd without the block-wise phase": R.load_per_query(no_blockwise["run_dir"],
+                                                                                          "absorbed")}, who="structure_kd")
+    diffs.append(vs.assign(budget_kind="macs", budget=round_budget))
 diffs = pd.concat(diffs, ignore_index=True)
 R.save_table(diffs, out, "07_2_structure_vs_baselines", caption="structure_kd minus DEAP and minus the thinned "
              "network at each budget (absorbed models, paired bootstrap over query identities, mAP points)")
@@ -278,6 +296,38 @@ else:
     print("mobilenet=False: the MobileNetV2 part runs in the full study")
 
 # %% [markdown]
+# ## Hardware-aware widths (full study)
+#
+# Arbitrary kept widths (13, 37, ...) run at low efficiency on CPU and GPU kernels. With
+# `prune.round_widths=true` every kept width is rounded up to a multiple of `prune.width_multiple` (8) inside
+# the selection, so the budget is still met by the rounded widths (other channels go instead). **Table
+# 07_9**: DEAP at the preset's budget with free and with rounded widths: mAP, MACs, the share of widths that
+# are multiples of 8, and rounded minus free (paired bootstrap); `benchmarks/bench_deploy.py` measures what
+# the rounding buys in speed.
+
+# %%
+round_rec = {}
+if rounding:
+    def mult8(m):
+        w = [x for ws in m["kept_widths"] for x in ws]
+        return sum(x % 8 == 0 for x in w) / len(w)
+
+    rtab = pd.DataFrame([{**row(f"deap, {k} widths", m, "macs", round_budget), "multiples_of_8": mult8(m)}
+                         for k, m in rounded.items()])
+    rvs = P.paired_vs(R.load_per_query(rounded["rounded"]["run_dir"], "absorbed"),
+                      {"free widths": R.load_per_query(rounded["free"]["run_dir"], "absorbed")}, who="rounded")
+    d = rvs.iloc[0]
+    rtab["rounded_minus_free"] = ["reference", f"{d['d_mAP']:+.1f} [{d['d_low']:+.1f}, {d['d_high']:+.1f}]"]
+    R.save_table(rtab, out, "07_9_rounded_widths", caption=f"DEAP at {round_budget:.0%} of the MACs with free and "
+                 "with kept widths rounded to multiples of 8 inside the selection (seed "
+                 f"{seed}); rounded minus free, paired bootstrap")
+    round_rec = {"budget": round_budget, "rows": R.table_records(rtab.drop(columns=["train_s"])),
+                 **{k: float(d[k]) for k in ("d_mAP", "d_low", "d_high")}, "verdict": d["verdict"]}
+    display(rtab)
+else:
+    print("rounding=False: the rounded-widths comparison runs in the full study")
+
+# %% [markdown]
 # **Table 07_8**: the training wall time of each method (the run's own process, one thread, this machine;
 # evaluations during training included), per ResNet budget, and the ratio to DEAP's: what the block-wise
 # phase (it runs a stage at a time) and the thinned network's narrower layers save or cost.
@@ -297,7 +347,8 @@ R.record(out, "07_structure", {
     "sweep": R.table_records(sweep.drop(columns=["train_s"])),
     "structure_kd_minus": diffs[["structure_kd vs", "d_mAP", "d_low", "d_high", "verdict", "budget_kind",
                                  "budget"]].to_dict("records"),
-    "params_budget": params_rec, "mobilenet": mn_rec,
+    "params_budget": params_rec, "mobilenet": mn_rec, "rounded_widths": round_rec,
     "wall_time_s": R.table_records(times),
     "runs": {f"{m}|{k}|{b}": run[(m, k, b)]["run"] for m, k, b in keys},
+    "no_blockwise_mAP": no_blockwise["forms"]["absorbed"]["mAP"] if no_blockwise else None,
 })

@@ -345,7 +345,7 @@ def test_06_resolution(study):
 
 def test_07_structure(study):
     r = _rec(study, "07_structure")
-    assert r["budgets"] == [TARGET_MACS] and r["params_budget"] == {} and r["mobilenet"] == {}  # full=False
+    assert r["budgets"] == [TARGET_MACS] and r["params_budget"] == r["mobilenet"] == r["rounded_widths"] == {}  # core
     rows = {x["method"]: x for x in r["sweep"]}
     assert {"teacher", "kd (uncompressed)", "structure_kd", "deap", "thinned_kd"} == set(rows)
     assert rows["teacher"]["macs_frac"] == 1.0 and rows["teacher"]["budget"] is None

@@ -252,10 +252,27 @@ def test_penalty_drives_the_alive_structure_to_its_target_and_stops_there():
             break
     alive = m.costs.fraction(alive_widths(m.net))
     assert alive <= 0.5
+    # every gate keeps at least prune.min_channels (1) channel: no layer dies
+    assert all(w >= 1 for ws in alive_widths(m.net) for w in ws)
+    assert float(m.lam[-1]) > 1e-4 and all(float(v) == 1e-4 for v in m.lam[:-1])  # only the end-to-end weight grew
     lam = m.lam.clone()
     state = {k: v.clone() for k, v in m.net.state_dict().items()}
     m.after_step(ctx)  # at or below the target: no shrinkage, lambda unchanged
     assert torch.equal(m.lam, lam) and all(torch.equal(state[k], v) for k, v in m.net.state_dict().items())
+    # a removed channel moved by the optimizer (momentum) is held at zero: the structure only shrinks
+    gate, sl = m.blocks[0].gates()[0], m._slices[0][0]
+    dead = torch.nonzero(m.dead[sl]).flatten()
+    assert len(dead) > 0
+    with torch.no_grad():
+        gate.parts[0][0][dead[0]] = 0.7
+    m.after_step(ctx)
+    assert group_norms(gate.parts)[dead[0]] == 0 and m.costs.fraction(alive_widths(m.net)) == alive
+
+
+def test_gate_soft_threshold_leaves_the_kept_channels_alone():
+    gamma, beta = torch.tensor([0.1, 0.2, 3.0]), torch.tensor([0.0, 0.0, 4.0])
+    gate_soft_threshold_([(gamma, 0), (beta, 0)], 1.0, keep=torch.tensor([False, True, False]))
+    assert torch.allclose(gamma, torch.tensor([0.0, 0.2, 2.4])) and torch.allclose(beta, torch.tensor([0.0, 0.0, 3.2]))
 
 
 def test_budget_errors_name_the_floor_or_the_valid_kinds():

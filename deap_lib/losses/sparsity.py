@@ -60,15 +60,18 @@ def proximal_group_soft_threshold_(weight: Tensor, dim: str, tau: float) -> Tens
 
 
 @torch.no_grad()
-def gate_soft_threshold_(parts, tau: float) -> Tensor:
+def gate_soft_threshold_(parts, tau: float, keep=None) -> Tensor:
     """In place, for a gate's ``(tensor, channel_axis)`` parts (e.g. a BN's ``(gamma, 0), (beta, 0)``): every
     channel's group ``g`` (its slices of all parts) becomes ``max(0, 1 - tau / ||g||) g``, the proximal step
-    of ``tau * sum_c ||g_c||``. Returns the group norms before the step."""
+    of ``tau * sum_c ||g_c||``; channels in the bool mask ``keep`` are left as they are. Returns the group
+    norms before the step."""
     if tau < 0:
         raise ValueError(f"gate_soft_threshold_: tau must be >= 0, got {tau}")
     norms = _gate_norms(parts)
     scale = torch.where(norms > tau, 1.0 - tau / norms.clamp(min=torch.finfo(torch.float32).tiny),
                         torch.zeros_like(norms))
+    if keep is not None:
+        scale = torch.where(keep.to(scale.device), torch.ones_like(scale), scale)
     for t, axis in parts:
         shape = [1] * t.dim()
         shape[axis] = -1
