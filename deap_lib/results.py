@@ -505,7 +505,27 @@ def headline(results_dir: PathLike = "results") -> str:
         text += (f" Against CDD (its predecessor; both at {c['target_macs']:.0%} of the MACs, notebook 05) DEAP "
                  f"scores {o['d_mean']:+.1f} points over {o['n_seeds']} seeds (95 % t interval "
                  f"[{o['d_ci_low']:+.1f}, {o['d_ci_high']:+.1f}]; {o['verdict']}).")
-    return text + _resolution_sentence(Path(results_dir) / "records" / "06_resolution.json")
+    return (text + _resolution_sentence(Path(results_dir) / "records" / "06_resolution.json")
+            + _structure_sentence(Path(results_dir) / "records" / "07_structure.json"))
+
+
+def _structure_sentence(path: Path) -> str:
+    """The headline's sentence on notebook 07: at each budget, structure_kd against DEAP and the thinned
+    network (seed, paired bootstrap)."""
+    if not path.is_file():
+        return ""
+    r = json.loads(path.read_text())
+    maps = {(x["method"], x.get("budget_kind"), x.get("budget")): x["mAP"] for x in r["sweep"]}
+    parts = []
+    for b in sorted(r["budgets"], reverse=True):
+        d = {x["structure_kd vs"]: x for x in r["structure_kd_minus"]
+             if x["budget_kind"] == "macs" and x["budget"] == b and x["structure_kd vs"] in ("deap", "thinned_kd")}
+        bits = ", ".join(f"{m} {maps[(m, 'macs', b)]:.1f}" for m in ("structure_kd", "deap", "thinned_kd"))
+        vs = "; ".join(f"minus {m} {d[m]['d_mAP']:+.1f} [{d[m]['d_low']:+.1f}, {d[m]['d_high']:+.1f}]"
+                       for m in ("deap", "thinned_kd") if m in d)
+        parts.append(f"at {b:.0%} of the MACs {bits} % ({vs})")
+    return (f" Structure learning by KD (notebook 07, seed {r['seed']}, 95 % paired-bootstrap intervals): "
+            + "; ".join(parts) + ".")
 
 
 def _resolution_sentence(path: Path) -> str:

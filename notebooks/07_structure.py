@@ -257,7 +257,8 @@ else:
 # 1x1 conv keeps its 1,280 channels), which puts a floor under the parameter fraction. **Table 07_6**: the
 # teacher, the uncompressed KD student, `structure_kd` and the thinned network at each MobileNetV2 budget,
 # `kd_np_direct` (naive KD + pruning on the same BN gates) at the MACs budget, with the compression ratios
-# (unpruned / compressed) and `structure_kd` minus each (paired bootstrap).
+# (unpruned / compressed). **Table 07_7**: `structure_kd` minus each of them at the same budget (paired
+# bootstrap over query identities).
 
 # %%
 mn_rec = {}
@@ -300,8 +301,8 @@ else:
 #
 # Arbitrary kept widths (13, 37, ...) run at low efficiency on CPU and GPU kernels. With
 # `prune.round_widths=true` every kept width is rounded up to a multiple of `prune.width_multiple` (8) inside
-# the selection, so the budget is still met by the rounded widths (other channels go instead). **Table
-# 07_9**: DEAP at the preset's budget with free and with rounded widths: mAP, MACs, the share of widths that
+# the selection, so the budget is still met by the rounded widths (other channels go instead).
+# **Table 07_9**: DEAP at the preset's budget with free and with rounded widths: mAP, MACs, the share of widths that
 # are multiples of 8, and rounded minus free (paired bootstrap); `benchmarks/bench_deploy.py` measures what
 # the rounding buys in speed.
 
