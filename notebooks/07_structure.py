@@ -98,7 +98,18 @@ def budget(b, kind="macs"):
     return {"prune.target_macs": float(b), **({"prune.budget_kind": kind} if kind != "macs" else {})}
 
 
-keys = [(m, "macs", b) for b in budgets for m in METHODS]
+def costs_of(cfg, kind, pcp=None):
+    """The deploy-cost model of a run's architecture (``pcp="cdd"``: with CDD's prunable widths)."""
+    net = build_model(cfg.model.arch, 1, width=cfg.model.width, last_stride=cfg.model.last_stride,
+                      embed_dim=cfg.model.embed_dim, pcp=pcp)
+    return ChannelCosts(net, (3, *cfg.model.input_size), kind), prunable_widths(net)
+
+
+cfg = study.config("student")
+cdd_costs, cdd_prunable = costs_of(cfg, "macs", pcp="cdd")
+cdd_floor = cdd_costs.floor(cdd_prunable)  # CDD cuts only the 3x3 conv's outputs
+cdd_budgets = [b for b in budgets if b >= cdd_floor + 0.01] if full else []
+keys = [(m, "macs", b) for b in budgets for m in METHODS] + [("cdd", "macs", b) for b in cdd_budgets]
 if full:
     keys += [(m, "params", float(params_budget)) for m in METHODS]
 mn_keys = []
@@ -121,17 +132,9 @@ rounded = dict(zip(("free", "rounded"), ms[n0:n0 + len(extra)]))
 no_blockwise = ms[n0 + len(extra)] if ablation else None
 mn = dict(zip(mn_keys, ms[len(keys):len(keys) + len(mn_keys)]))
 teacher, kd = ms[-2], ms[-1]
-print(f"{len(keys)} ResNet runs at MACs budgets {budgets}" + (f", {len(mn_keys)} MobileNetV2 runs" if mobilenet else ""))
-
-
-def costs_of(cfg, kind):
-    net = build_model(cfg.model.arch, 1, width=cfg.model.width, last_stride=cfg.model.last_stride,
-                      embed_dim=cfg.model.embed_dim)
-    return ChannelCosts(net, (3, *cfg.model.input_size), kind)
-
-
-cfg = study.config("student")
-full_cost = {k: costs_of(cfg, k).full for k in ("macs", "params")}
+print(f"{len(keys)} ResNet runs at MACs budgets {budgets}" + (f", {len(mn_keys)} MobileNetV2 runs" if mobilenet else "")
+      + (f"; CDD at {cdd_budgets} (its floor: {cdd_floor:.3f} of the MACs)" if full else ""))
+full_cost = {k: costs_of(cfg, k)[0].full for k in ("macs", "params")}
 
 
 def row(label, m, kind=None, b=None, full=full_cost):
@@ -150,7 +153,8 @@ def row(label, m, kind=None, b=None, full=full_cost):
 #
 # **Table 07_1** (seed `seed`): each method's deployed (absorbed) model at every MACs budget: mAP with its
 # 95 % interval, MACs and parameters and their fractions of the unpruned network, the teacher and the
-# uncompressed KD student as references. `macs_frac` at or below the budget is the budget met; the cut of
+# uncompressed KD student as references; in the full study CDD too, at the budgets above its floor (it cuts
+# only the 3x3 conv's outputs). `macs_frac` at or below the budget is the budget met; the cut of
 # `structure_kd` meets it within one channel's cost, DEAP's gradual rule and the thinned network from
 # below. **Table 07_2**: `structure_kd` minus each baseline at the same budget, paired bootstrap over query
 # identities (a difference is called only when the interval excludes zero); in the full study also minus
@@ -159,15 +163,16 @@ def row(label, m, kind=None, b=None, full=full_cost):
 
 # %%
 sweep = pd.DataFrame([row("teacher", teacher), row("kd (uncompressed)", kd)] +
-                     [row(m, run[(m, "macs", b)], "macs", b) for b in budgets for m in METHODS])
+                     [row(m, run[(m, "macs", b)], "macs", b) for b in budgets for m in METHODS] +
+                     [row("cdd", run[("cdd", "macs", b)], "macs", b) for b in cdd_budgets])
 R.save_table(sweep, out, "07_1_budget_sweep", caption=f"Structure learning (structure_kd), DEAP and the uniformly "
              f"thinned network (thinned_kd) at MACs budgets {', '.join(f'{b:.0%}' for b in budgets)}, seed {seed}: "
              "mAP [95 % CI], deploy MACs / parameters and their fractions of the unpruned network, training time")
 diffs = []
 for kind, b in [(k, b) for m, k, b in keys if m == "structure_kd"]:
     ref = R.load_per_query(run[("structure_kd", kind, b)]["run_dir"], "absorbed")
-    vs = P.paired_vs(ref, {m: R.load_per_query(run[(m, kind, b)]["run_dir"], "absorbed") for m in METHODS[1:]},
-                     who="structure_kd")
+    vs = P.paired_vs(ref, {m: R.load_per_query(run[(m, kind, b)]["run_dir"], "absorbed")
+                           for m in METHODS[1:] + ("cdd",) if (m, kind, b) in run}, who="structure_kd")
     diffs.append(vs.assign(budget_kind=kind, budget=b))
 if no_blockwise is not None:  # the block-wise phase's contribution
     ref = R.load_per_query(run[("structure_kd", "macs", round_budget)]["run_dir"], "absorbed")
@@ -175,8 +180,8 @@ if no_blockwise is not None:  # the block-wise phase's contribution
                                                                                           "absorbed")}, who="structure_kd")
     diffs.append(vs.assign(budget_kind="macs", budget=round_budget))
 diffs = pd.concat(diffs, ignore_index=True)
-R.save_table(diffs, out, "07_2_structure_vs_baselines", caption="structure_kd minus DEAP and minus the thinned "
-             "network at each budget (absorbed models, paired bootstrap over query identities, mAP points)")
+R.save_table(diffs, out, "07_2_structure_vs_baselines", caption="structure_kd minus DEAP, the thinned network "
+             "(and CDD where it reaches the budget) at each budget (absorbed models, paired bootstrap over query identities, mAP points)")
 display(sweep)
 diffs
 
@@ -188,9 +193,9 @@ diffs
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-colors = {"structure_kd": "tab:green", "deap": "tab:red", "thinned_kd": "tab:blue"}
+colors = {"structure_kd": "tab:green", "deap": "tab:red", "thinned_kd": "tab:blue", "cdd": "tab:purple"}
 for ax, x in zip(axes, ("macs_m", "params_m")):
-    for m in METHODS:
+    for m in METHODS + (("cdd",) if cdd_budgets else ()):
         g = sweep[(sweep["method"] == m)].sort_values(x)
         ax.errorbar(g[x], g["mAP"], yerr=[g["mAP"] - g["mAP_low"], g["mAP_high"] - g["mAP"]], marker="o",
                     capsize=3, label=m, color=colors[m])
@@ -264,9 +269,11 @@ else:
 mn_rec = {}
 if mobilenet:
     mcfg = study.config("student", overrides=MNV2)
-    mfull = {k: costs_of(mcfg, k).full for k in ("macs", "params")}
-    mnet = build_model("mobilenet_v2", 1, width=float(mobilenet_width))
-    floors = {k: costs_of(mcfg, k).floor(prunable_widths(mnet)) for k in ("macs", "params")}
+    mfull = {k: costs_of(mcfg, k)[0].full for k in ("macs", "params")}
+    floors = {}
+    for k in ("macs", "params"):
+        c, p = costs_of(mcfg, k)
+        floors[k] = c.floor(p)
     rows_m = [row(f"{m} ({kind} {b:.0%})" if b else m, mn[(m, kind, b)], kind, b, full=mfull)
               for m, kind, b in mn_keys]
     mtab = pd.DataFrame(rows_m)
@@ -334,7 +341,8 @@ else:
 # phase (it runs a stage at a time) and the thinned network's narrower layers save or cost.
 
 # %%
-times = pd.DataFrame([{"budget_kind": k, "budget": b, **{m: run[(m, k, b)]["wall_time_s"] for m in METHODS}}
+times = pd.DataFrame([{"budget_kind": k, "budget": b, **{m: run[(m, k, b)]["wall_time_s"] for m in METHODS},
+                       "cdd": run[("cdd", k, b)]["wall_time_s"] if ("cdd", k, b) in run else None}
                       for k, b in dict.fromkeys((k, b) for _, k, b in keys)])
 for m in ("structure_kd", "thinned_kd"):
     times[f"{m}/deap"] = times[m] / times["deap"]
