@@ -42,7 +42,8 @@ def _check_form(rec):
 
 def test_registries_list_the_methods_and_presets():
     assert METHODS.names() == sorted(["pretrain", "teacher", "student", "kd", "np", "deap", "cdd", "crkd",
-                                      "kd_np_direct", "kd_then_np", "np_then_kd"])
+                                      "kd_np_direct", "kd_then_np", "np_then_kd", "structure_kd",
+                                      "thinned_kd"])
     assert PRESETS.names() == ["cpu", "paper", "quick"]
     with pytest.raises(KeyError, match="unknown method 'deep'; valid names: cdd, crkd, deap, kd"):
         METHODS.get("deep")
