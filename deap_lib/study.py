@@ -387,7 +387,9 @@ class Study:
         if self.force_since is not None and path.stat().st_mtime < self.force_since:
             job.extra["why"] = "forced"
             return None
-        diff = run_config_diff(old.get("config", {}), job.cfg)
+        from .methods.runner import finished_run_diff
+
+        diff = finished_run_diff(old, job.cfg)
         if diff:
             if self.force_since is not None:
                 job.extra["why"] = "config changed (forced)"

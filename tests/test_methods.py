@@ -142,6 +142,22 @@ def test_finished_run_is_reused_and_a_different_config_refused(teacher_run, quic
     assert again["forms"]["teacher"]["mAP"] == forced["forms"]["teacher"]["mAP"]  # same seed, same result
 
 
+def test_a_changed_args_default_makes_a_finished_run_stale(quick_root):
+    from deap_lib.methods.runner import finished_run_diff, resolved_args
+
+    cfg = get_preset("quick", "structure_kd", **{"data.root": quick_root, "args.blockwise_frac": 0.5})
+    rec = json.loads(json.dumps(resolved_args(cfg)))  # as metrics.json holds it
+    assert rec["structure_kd"]["blockwise_frac"] == 0.5 and rec["structure_kd"]["lambda_rate"] == 0.1
+    assert finished_run_diff({"config": cfg.to_dict(), "resolved_args": rec}, cfg) == {}
+    # the run trained when the default of lambda_rate was 0.2: stale now, though its saved config is equal
+    old = {**rec, "structure_kd": {**rec["structure_kd"], "lambda_rate": 0.2}}
+    assert finished_run_diff({"config": cfg.to_dict(), "resolved_args": old}, cfg) == {
+        "resolved_args.structure_kd.lambda_rate": (0.2, 0.1)}
+    # a run made before the args were recorded compares by its config alone
+    assert finished_run_diff({"config": cfg.to_dict()}, cfg) == {}
+    assert resolved_args(get_preset("quick", "teacher")) == {}  # a method without args
+
+
 def test_distillation_without_teacher_is_a_clear_error(tmp_path, quick_root):
     cfg = get_preset("quick", "kd", **{"data.root": quick_root})
     with pytest.raises(ValueError, match="needs a teacher"):

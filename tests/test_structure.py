@@ -328,6 +328,9 @@ def test_structure_kd_meets_a_parameter_budget_and_resumes_bit_exactly_after_sig
     assert m["absorb_verification"]["max_rel"] < 1e-6
     log = (ref / "train_log.csv").read_text().splitlines()
     assert "loss_blockwise" in log[0] and "alive_fraction" in log[0]
+    # the defaults the run trained with are recorded beside the keys that were set
+    assert m["resolved_args"]["structure_kd"] == {"blockwise_frac": 0.34, "stage_shares": None, "feature_weight": 1.0,
+                                                  "lambda_init": 1e-4, "lambda_rate": 0.1, "init_from_teacher": True}
 
     p = _train("structure_kd_killable", data, tpath, killed, *extra, check=False, env={DIE_AT_ENV: "2"})
     assert p.returncode == -signal.SIGKILL, (p.returncode, p.stderr[-2000:])

@@ -499,6 +499,20 @@ def test_run_many_parallel_reuse_and_summary(tmp_path, monkeypatch):
         other.run_many(["student"])
 
 
+def test_a_finished_run_trained_with_other_args_defaults_is_refused(tmp_path):
+    s = _fake_study(tmp_path)
+    s.run_many(["student"])
+    path = s.run_dir("student") / "metrics.json"
+    m = json.loads(path.read_text())
+    m["resolved_args"] = {}  # what the runner records for a method without args: nothing differs
+    path.write_text(json.dumps(m))
+    assert s.run_many(["student"])[0]["resolved_args"] == {}
+    m["resolved_args"] = {"student": {"gain": 2.0}}  # args of a default the code no longer has
+    path.write_text(json.dumps(m))
+    with pytest.raises(FileExistsError, match=r"student-s0.*resolved_args\.student\.gain: 2\.0 -> '<missing>'"):
+        s.run_many(["student"])
+
+
 def test_force_and_teacher_change(tmp_path):
     s = _fake_study(tmp_path)
     first = s.run_many(["teacher", "kd"])

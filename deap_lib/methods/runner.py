@@ -14,6 +14,7 @@ world size and a hash of every rank's final student parameters.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch
 from ..config import RunConfig, run_config_diff
 from ..data.run_data import RunData
 from ..engine import Trainer
-from ..engine.checkpoint import atomic_write_text
+from ..engine.checkpoint import atomic_write_text, config_diff
 from ..engine.distiller import file_sha256, state_dict_sha256
 from ..engine.distributed import (auto_device, barrier, get_rank, get_world_size, is_distributed,
                                   is_main_process, wrap_ddp)
@@ -188,6 +189,30 @@ def _rank_param_hashes(model: ReIDNet) -> List[str]:
 
 
 # ------------------------------------------------------------------------------------------------ run
+def resolved_args(cfg: RunConfig) -> Dict[str, Dict[str, Any]]:
+    """Every stage's ``args`` with its method's ``Args`` defaults filled in, ``{method: {key: value}}``
+    (methods without ``Args`` left out). ``metrics.json`` records it, so a finished run goes stale when a
+    default it trained with changes, as it does when a config key changes (the saved config holds only the
+    keys that were set)."""
+    out: Dict[str, Dict[str, Any]] = {}
+    for stage in METHODS.get(cfg.method).stages(cfg):
+        a = parse_args(stage.method, stage.cfg.args)
+        if a is not None:
+            out[stage.method.name] = dataclasses.asdict(a)
+    return out
+
+
+def finished_run_diff(metrics: Dict[str, Any], cfg: RunConfig) -> Dict[str, Tuple[Any, Any]]:
+    """``{key: (finished run's value, cfg's value)}``: the differences between a finished run's
+    ``metrics.json`` and ``cfg``, its saved config and, where it recorded them, its methods' resolved
+    ``args`` (keys ``resolved_args.<method>.<key>``; runs made before they were recorded compare by config)."""
+    diff = run_config_diff(metrics.get("config", {}), cfg)
+    saved = metrics.get("resolved_args")
+    if saved is not None:
+        diff.update({f"resolved_args.{k}": v for k, v in config_diff(saved, resolved_args(cfg)).items()})
+    return diff
+
+
 def run(cfg: RunConfig, out_dir: Union[str, Path], *, resume: bool = False, force: bool = False,
         summary_csv: Optional[Union[str, Path]] = None, run_name: Optional[str] = None,
         progress: bool = True) -> Dict[str, Any]:
@@ -201,12 +226,12 @@ def run(cfg: RunConfig, out_dir: Union[str, Path], *, resume: bool = False, forc
     metrics_path = out_dir / "metrics.json"
     if metrics_path.exists() and not force:
         old = json.loads(metrics_path.read_text())
-        if not run_config_diff(old.get("config", {}), cfg):
+        diff = finished_run_diff(old, cfg)
+        if not diff:
             return old
         if not resume:
             raise FileExistsError(f"{out_dir} holds a finished run with a different config "
-                                  f"({', '.join(run_config_diff(old.get('config', {}), cfg))[:300]}); "
-                                  "use another folder or force=True")
+                                  f"({', '.join(diff)[:300]}); use another folder or force=True")
     check_run(cfg)
     t0 = time.time()
     device = resolve_device(cfg.device)
@@ -251,7 +276,7 @@ def run(cfg: RunConfig, out_dir: Union[str, Path], *, resume: bool = False, forc
         "device": str(device), "world_size": get_world_size(), "torch": torch.__version__,
         "threads": torch.get_num_threads(), "wall_time_s": time.time() - t0, "teacher_hash": teacher_hash,
         "pretrained_hash": file_sha256(cfg.pretrained_path) if cfg.student_init != "random" else None,
-        "forms": rec.forms, **ctx.extra, **extra,
+        "resolved_args": resolved_args(cfg), "forms": rec.forms, **ctx.extra, **extra,
     }
     if get_world_size() > 1:
         metrics["ddp_param_sha256"] = hashes
