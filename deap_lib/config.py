@@ -39,6 +39,9 @@ class DataConfig:
     #: the teacher's high-resolution input (H, W); None: model.input_size. Set apart from model.input_size,
     #: the student trains on the LR view of each HR-augmented image (deap_lib.resolution)
     hr_size: Optional[Tuple[int, int]] = None
+    #: "batched": uint8 images augmented a whole batch at a time as tensors (deap_lib.data.batched, same
+    #: images as "per_image" for the same seed); "per_image": the torchvision/PIL transform per sample
+    pipeline: str = "batched"
 
 
 @dataclass
@@ -97,12 +100,23 @@ class PruneConfig:
 
 
 @dataclass
+class RuntimeConfig:
+    """How a run computes, not what it learns (deap_lib.engine.precision); resolved per device and recorded
+    in metrics.json ``runtime``."""
+
+    precision: str = "auto"  # "auto" | "fp32" | "bf16" | "fp16" (CUDA; "auto" on CUDA follows ``amp``)
+    channels_last: str = "auto"  # "auto" (CUDA "on", CPU "inference") | "on" | "off" | "inference" (teacher, evals)
+    fold_teacher: bool = True  # the frozen teacher runs BN-folded (eval-mode BN only; same outputs)
+
+
+@dataclass
 class RunConfig:
     method: str = "deap"
     preset: str = "paper"
     seed: int = 2021
     device: str = "auto"
-    amp: bool = True  # used only where the device supports it (CUDA)
+    amp: bool = True  # CUDA float16 autocast under runtime.precision="auto"
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -205,6 +219,21 @@ def parse_set_args(items: Iterable[str]) -> Dict[str, str]:
         k, v = item.split("=", 1)
         out[k.strip()] = v.strip()
     return out
+
+
+def hr_size(cfg: "RunConfig") -> Tuple[int, int]:
+    """The teacher's (high-resolution) input of a run config: ``data.hr_size``, else ``model.input_size``."""
+    size = cfg.data.hr_size if cfg.data.hr_size is not None else cfg.model.input_size
+    size = tuple(int(v) for v in size)
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"config key 'data.hr_size' must be (H, W) with positive ints, got {cfg.data.hr_size!r}")
+    return size  # type: ignore[return-value]
+
+
+def is_paired(cfg: "RunConfig") -> bool:
+    """True when the run's student sees an LR view of an HR-augmented image (``data.hr_size`` set and not
+    equal to ``model.input_size``; :mod:`deap_lib.resolution`)."""
+    return hr_size(cfg) != tuple(int(v) for v in cfg.model.input_size)
 
 
 def run_config_diff(saved: Dict[str, Any], current: "RunConfig") -> Dict[str, Tuple[Any, Any]]:

@@ -143,12 +143,24 @@ def widths_for(model: ReIDNet, masks: Masks) -> List[List[int]]:
     return out
 
 
-def _macs_of(model: ReIDNet, masks: Masks, input_size, kind: str = "macs") -> float:
-    """The deploy cost (``kind``: thop MACs or parameters, :mod:`deap_lib.budget`) after keeping ``masks``."""
-    from .budget import deploy_cost
+_COSTS: Dict[tuple, "object"] = {}
 
-    cfg = dict(model.config, pcp=None, widths=widths_for(model, masks), deploy=True)
-    return deploy_cost(build_model(**cfg), input_size, kind)
+
+def _macs_of(model: ReIDNet, masks: Masks, input_size, kind: str = "macs") -> float:
+    """The deploy cost (``kind``: thop MACs or parameters, :mod:`deap_lib.budget`) after keeping ``masks``:
+    :class:`~deap_lib.budget.ChannelCosts` of the architecture (one thop profile, then arithmetic equal to
+    thop's count of the rebuilt network), built once per architecture, input size and kind."""
+    from .budget import ChannelCosts
+
+    arch = tuple(sorted((k, repr(v)) for k, v in model.config.items() if k not in ("widths", "pcp", "deploy")))
+    key = (arch, tuple(int(v) for v in input_size), kind)
+    costs = _COSTS.get(key)
+    if costs is None:
+        if len(_COSTS) > 32:
+            _COSTS.clear()
+        full = build_model(**dict(model.config, pcp=None, widths=None, deploy=True))
+        costs = _COSTS[key] = ChannelCosts(full, input_size, kind)
+    return costs.total(widths_for(model, masks))
 
 
 @torch.no_grad()

@@ -18,8 +18,10 @@ import math
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .config import hr_size, is_paired  # noqa: F401  (re-exported: the run's HR size and pairing)
+from .data.transforms import PairedViews, downsample  # noqa: F401  (the LR view; re-exported here)
 
 Size = Tuple[int, int]
 
@@ -65,44 +67,6 @@ def scale_of(lr: Sequence[int], hr: Sequence[int]) -> float:
     """The linear scale s of an LR size against an HR size: sqrt of the pixel ratio (exact for one scale
     per side)."""
     return math.sqrt((lr[0] * lr[1]) / (hr[0] * hr[1]))
-
-
-def hr_size(cfg) -> Size:
-    """The teacher's (high-resolution) input of a run config: ``data.hr_size``, else ``model.input_size``."""
-    size = cfg.data.hr_size if cfg.data.hr_size is not None else cfg.model.input_size
-    size = tuple(int(v) for v in size)
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"config key 'data.hr_size' must be (H, W) with positive ints, got {cfg.data.hr_size!r}")
-    return size  # type: ignore[return-value]
-
-
-def is_paired(cfg) -> bool:
-    """True when the run's student sees an LR view of an HR-augmented image (``data.hr_size`` set and not
-    equal to ``model.input_size``)."""
-    return hr_size(cfg) != tuple(int(v) for v in cfg.model.input_size)
-
-
-def downsample(x: Tensor, size: Sequence[int]) -> Tensor:
-    """Bilinear downsampling with antialiasing of a (C, H, W) or (B, C, H, W) tensor to ``size``."""
-    batched = x.dim() == 4
-    y = F.interpolate(x if batched else x[None], size=tuple(int(v) for v in size), mode="bilinear",
-                      antialias=True, align_corners=False)
-    return y if batched else y[0]
-
-
-class PairedViews:
-    """``image -> (lr, hr)``: ``hr_transform`` (the training augmentation at HR) once, then its output
-    downsampled to ``lr_size`` (:func:`downsample`)."""
-
-    def __init__(self, hr_transform, lr_size: Sequence[int]):
-        self.hr_transform, self.lr_size = hr_transform, tuple(int(v) for v in lr_size)
-
-    def __call__(self, img) -> Tuple[Tensor, Tensor]:
-        hr = self.hr_transform(img)
-        return downsample(hr, self.lr_size), hr
-
-    def __repr__(self) -> str:
-        return f"PairedViews(lr_size={self.lr_size}, hr={self.hr_transform!r})"
 
 
 # ---------------------------------------------------------------------------------------------- evaluation

@@ -35,6 +35,12 @@ PathLike = Union[str, "os.PathLike[str]"]
 RUN_LOG = "run.log"
 #: Evaluations during a run (for the mAP-over-epochs curves) when the study does not fix ``eval_every``.
 EVALS_PER_RUN = 5
+
+
+def default_eval_every(epochs: int) -> int:
+    """Evaluate every ``ceil(epochs / EVALS_PER_RUN)`` epochs: at most ``EVALS_PER_RUN`` evaluations, evenly
+    spaced, the last at the last epoch when the spacing divides it (a 16-epoch run: epochs 4, 8, 12, 16)."""
+    return max(1, -(-int(epochs) // EVALS_PER_RUN))
 #: seconds between two checks of the running jobs' training logs for the progress line
 PROGRESS_EVERY_S = 2.0
 #: config keys that make a run's backbone differ from the preset's: its teacher and pre-training follow them
@@ -357,7 +363,7 @@ class Study:
         if cfg.student_init == "checkpoint" and not cfg.pretrained_path:
             ov["pretrained_path"] = self.pretrain_path(arch)
         if "eval_every" not in ov:
-            ov["eval_every"] = max(1, get_preset(self.preset, spec.method, **ov).optim.epochs // EVALS_PER_RUN)
+            ov["eval_every"] = default_eval_every(get_preset(self.preset, spec.method, **ov).optim.epochs)
         return ov
 
     def prepare_data(self):

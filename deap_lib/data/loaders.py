@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .datasets import ReIDDataset
 from .sampler import RandomIdentitySampler
-from .transforms import TransformConfig, build_transforms
+from .transforms import PairedViews, TransformConfig, build_transforms
 
 
 class ImageReadError(OSError):
@@ -78,7 +78,7 @@ class ImageDataset(Dataset):
                     img = self.transform(img)
         if self.cache == "output":
             self._store[index] = img
-        if isinstance(img, tuple):  # paired views (deap_lib.resolution.PairedViews): (lr, ..., hr)
+        if isinstance(img, tuple):  # paired views (deap_lib.data.transforms.PairedViews): (lr, ..., hr)
             return img[0], int(pid), int(camid), int(index), img[1]
         return img, int(pid), int(camid), int(index)
 
@@ -105,15 +105,13 @@ def build_train_loader(dataset, *, batch_size: int, num_instances: int,
     ``loader.sampler.set_epoch(e)`` every epoch; results are identical for any ``num_workers``.
     ``cache``: keep the decoded images in memory (same batches, no re-decoding from the second epoch on).
     ``lr_size``: paired views: ``transform_cfg`` augments at HR and each sample also carries its LR view
-    (:class:`~deap_lib.resolution.PairedViews`); batches are ``(lr, pid, camid, index, hr)``.
+    (:class:`~deap_lib.data.transforms.PairedViews`); batches are ``(lr, pid, camid, index, hr)``.
     """
     items = _items(dataset)
     sampler = RandomIdentitySampler(items, num_instances, batch_size, seed, num_replicas=num_replicas, rank=rank,
                                     with_seeds=True)
     transform = build_transforms(transform_cfg, train=True)
     if lr_size is not None:
-        from ..resolution import PairedViews
-
         transform = PairedViews(transform, lr_size)
     ds = ImageDataset(items, transform, cache="decoded" if cache else "")
     return DataLoader(ds, batch_size=batch_size // num_replicas, sampler=sampler, num_workers=num_workers,

@@ -5,10 +5,15 @@ from typing import Iterator
 
 from torch import Tensor
 
+from .batched import ImageCache, build_batched_test_loader, build_batched_train_loader
 from .datasets import build_dataset
 from .loaders import build_test_loader, build_train_loader
 from .transforms import TransformConfig
-from ..resolution import hr_size, is_paired
+from ..config import hr_size, is_paired
+
+
+#: the training / test data pipelines (``data.pipeline``): the same images for the same seed
+PIPELINES = ("batched", "per_image")
 
 
 def transform_config(cfg, size=None) -> TransformConfig:
@@ -38,16 +43,36 @@ class RunData:
         #: paired views: the student's LR view of every HR-augmented image, the HR one for the teacher
         self.paired = is_paired(cfg)
         train_tcfg = transform_config(cfg, size=hr_size(cfg)) if self.paired else tcfg
-        self.train = build_train_loader(self.dataset, batch_size=d.ids_per_batch * d.num_instances,
-                                        num_instances=d.num_instances, transform_cfg=train_tcfg,
-                                        num_workers=d.num_workers, seed=cfg.seed, num_replicas=world_size,
-                                        rank=rank, cache=d.cache_images,
-                                        lr_size=tuple(cfg.model.input_size) if self.paired else None)
-        kw = dict(transform_cfg=tcfg, batch_size=d.test_batch_size, num_workers=d.num_workers,
-                  cache=d.cache_images)
-        self.query = build_test_loader(self.dataset.query, **kw)
-        self.gallery = build_test_loader(self.dataset.gallery, **kw)
-        self.train_plain = build_test_loader(self.dataset.train, **kw)
+        if d.pipeline not in PIPELINES:
+            raise ValueError(f"unknown data.pipeline {d.pipeline!r}; valid: {', '.join(PIPELINES)}")
+        train_kw = dict(batch_size=d.ids_per_batch * d.num_instances, num_instances=d.num_instances,
+                        transform_cfg=train_tcfg, num_workers=d.num_workers, seed=cfg.seed, num_replicas=world_size,
+                        rank=rank, lr_size=tuple(cfg.model.input_size) if self.paired else None)
+        kw = dict(transform_cfg=tcfg, batch_size=d.test_batch_size, num_workers=d.num_workers)
+        splits = {"train": self.dataset.train, "query": self.dataset.query, "gallery": self.dataset.gallery}
+        if d.pipeline == "batched":
+            caches = self._caches(splits, tcfg, train_tcfg, eager=d.cache_images)
+            self.train = build_batched_train_loader(self.dataset.train, cache=caches["train_aug"], **train_kw)
+            self.query = build_batched_test_loader(self.dataset.query, cache=caches["query"], **kw)
+            self.gallery = build_batched_test_loader(self.dataset.gallery, cache=caches["gallery"], **kw)
+            self.train_plain = build_batched_test_loader(self.dataset.train, cache=caches["train"], **kw)
+        else:
+            self.train = build_train_loader(self.dataset, cache=d.cache_images, **train_kw)
+            self.query = build_test_loader(self.dataset.query, cache=d.cache_images, **kw)
+            self.gallery = build_test_loader(self.dataset.gallery, cache=d.cache_images, **kw)
+            self.train_plain = build_test_loader(self.dataset.train, cache=d.cache_images, **kw)
+
+    @staticmethod
+    def _caches(splits, tcfg: TransformConfig, train_tcfg: TransformConfig, *, eager: bool) -> dict:
+        """One :class:`ImageCache` per split at the test size (``train``: the un-augmented training images), and
+        ``train_aug`` at the training transform's size (the same object as ``train`` unless the views are
+        paired at another size)."""
+        out = {name: ImageCache([it[0] for it in items], tcfg.size, tcfg.interpolation, eager=eager)
+               for name, items in splits.items()}
+        same = tuple(train_tcfg.size) == tuple(tcfg.size) and train_tcfg.interpolation == tcfg.interpolation
+        out["train_aug"] = out["train"] if same else ImageCache(
+            [it[0] for it in splits["train"]], train_tcfg.size, train_tcfg.interpolation, eager=eager)
+        return out
 
     @property
     def num_classes(self) -> int:

@@ -130,3 +130,27 @@ def build_transforms(cfg: Union[TransformConfig, Dict, None] = None, train: bool
     if train and cfg.erase_p > 0:
         ops.append(RandomErasing(cfg.erase_p, cfg.erase_area, cfg.erase_aspect, erase_value(cfg), cfg.erase_attempts))
     return T.Compose(ops)
+
+
+def downsample(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """Bilinear downsampling with antialiasing of a (C, H, W) or (B, C, H, W) tensor to ``size`` (the LR view
+    of paired views, :mod:`deap_lib.resolution`)."""
+    batched = x.dim() == 4
+    y = torch.nn.functional.interpolate(x if batched else x[None], size=tuple(int(v) for v in size),
+                                        mode="bilinear", antialias=True, align_corners=False)
+    return y if batched else y[0]
+
+
+class PairedViews:
+    """``image -> (lr, hr)``: ``hr_transform`` (the training augmentation at HR) once, then its output
+    downsampled to ``lr_size`` (:func:`downsample`)."""
+
+    def __init__(self, hr_transform, lr_size: Tuple[int, int]):
+        self.hr_transform, self.lr_size = hr_transform, tuple(int(v) for v in lr_size)
+
+    def __call__(self, img) -> Tuple[torch.Tensor, torch.Tensor]:
+        hr = self.hr_transform(img)
+        return downsample(hr, self.lr_size), hr
+
+    def __repr__(self) -> str:
+        return f"PairedViews(lr_size={self.lr_size}, hr={self.hr_transform!r})"

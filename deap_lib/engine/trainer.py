@@ -2,8 +2,9 @@
 
 Contract with a method (DEAP, CDD, a baseline):
 
-* ``step_fn(batch)`` or ``step_fn(batch, ctx)`` is called once per iteration inside autocast (CUDA only)
-  with the batch already on the trainer's device; it returns a mapping ``{name: scalar tensor}`` of
+* ``step_fn(batch)`` or ``step_fn(batch, ctx)`` is called once per iteration inside the run's autocast
+  (``precision``: none for fp32, bf16, or fp16 with a GradScaler on CUDA; :mod:`deap_lib.engine.precision`)
+  with the batch already on the trainer's device (4-D images channels-last with ``channels_last``); it returns a mapping ``{name: scalar tensor}`` of
   **already weighted** loss terms (e.g. ``{"ce": l_ce, "triplet": l_tri, "kl": 1.0 * l_kl,
   "lasso1": 0.003 * l1, ...}``). The trainer sums them, backpropagates the sum, steps the optimizer and
   logs each term's epoch mean (CSV columns ``loss_<name>``) and the sum (``loss_total``).
@@ -60,6 +61,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .csvlog import write_csv
+from .precision import AUTOCAST_DTYPES, autocast, legacy_precision
 from .distributed import all_reduce_mean, auto_device, barrier, get_rank, get_world_size, is_distributed, is_main_process, unwrap
 from .seeding import epoch_seed, seed_everything, seed_epoch
 
@@ -125,6 +127,21 @@ def move_to_device(batch: Any, device: torch.device, non_blocking: bool = False)
     return batch
 
 
+def to_channels_last(batch: Any) -> Any:
+    """Every 4-D floating tensor inside (nested) tuples/lists/dicts made channels-last; the rest unchanged."""
+    if isinstance(batch, torch.Tensor):
+        if batch.dim() == 4 and batch.is_floating_point():
+            return batch.contiguous(memory_format=torch.channels_last)
+        return batch
+    if isinstance(batch, Mapping):
+        return type(batch)({k: to_channels_last(v) for k, v in batch.items()})  # type: ignore[call-arg]
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
+        return type(batch)(*(to_channels_last(v) for v in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_channels_last(v) for v in batch)
+    return batch
+
+
 def _batch_size(batch: Any) -> int:
     """Leading size of the first tensor found in the batch (the number of images)."""
     if isinstance(batch, torch.Tensor):
@@ -184,6 +201,8 @@ class Trainer:
         scheduler: Optional[Any] = None,
         device: Optional[Union[str, torch.device]] = None,
         amp: Optional[bool] = None,
+        precision: Optional[str] = None,
+        channels_last: bool = False,
         after_backward: Optional[Callable[[StepContext], None]] = None,
         post_step: Optional[Callable[[StepContext], None]] = None,
         epoch_end: Sequence[Callable[["Trainer", int, dict], Optional[Mapping[str, Any]]]] = (),
@@ -225,11 +244,21 @@ class Trainer:
         self.config = _plain_config(dict(config or {}))
         self.scheduler = scheduler
         self.device = torch.device(device) if device is not None else auto_device()
-        if amp is None:
-            amp = self.device.type == "cuda"
-        if amp and self.device.type != "cuda":
-            raise ValueError(f"AMP with GradScaler is only used on CUDA; device is {self.device} (pass amp=False)")
-        self.amp = bool(amp)
+        if precision is None:
+            if amp is None:
+                amp = self.device.type == "cuda"
+            if amp and self.device.type != "cuda":
+                raise ValueError(f"AMP with GradScaler is only used on CUDA; device is {self.device} (pass amp=False)")
+            precision = legacy_precision(self.device.type, bool(amp))
+        if precision not in AUTOCAST_DTYPES:
+            raise ValueError(f"Trainer precision must be one of {sorted(AUTOCAST_DTYPES)} (resolved, see "
+                             f"deap_lib.engine.precision.resolve_precision), got {precision!r}")
+        if precision == "fp16" and self.device.type != "cuda":
+            raise ValueError(f"fp16 autocast with GradScaler is only used on CUDA; device is {self.device}")
+        #: the resolved precision: "fp32" (no autocast), "bf16" or "fp16" (with a GradScaler)
+        self.precision = precision
+        self.amp = precision == "fp16"
+        self.channels_last = bool(channels_last)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
         self.after_backward = after_backward
         self.post_step = post_step
@@ -344,7 +373,7 @@ class Trainer:
             "sampler": sampler.state_dict() if callable(getattr(sampler, "state_dict", None)) else None,
             "rng": capture_rng_state(),
             "config": self.config,
-            "trainer": {"seed": self.seed, "epochs": self.epochs, "amp": self.amp},
+            "trainer": self._settings(),
             "metadata": self.metadata,
             "history": self.history,
             "torch_version": str(torch.__version__),
@@ -354,9 +383,11 @@ class Trainer:
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"{source}: format {ckpt.get('format')!r}, expected {CHECKPOINT_FORMAT}")
         check_config(ckpt.get("config", {}), self.config, allow_config_change=allow_config_change, source=source)
+        saved = dict(ckpt.get("trainer", {}))
+        saved.setdefault("precision", legacy_precision(self.device.type, bool(saved.get("amp", False))))
         check_config(
-            ckpt.get("trainer", {}),
-            {"seed": self.seed, "epochs": self.epochs, "amp": self.amp},
+            saved,
+            self._settings(),
             allow_config_change=allow_config_change,
             what="trainer settings",
             source=source,
@@ -388,6 +419,10 @@ class Trainer:
         self.history = [dict(r) for r in ckpt.get("history", [])]
         self.epoch = int(ckpt["epoch"])
         self.global_step = int(ckpt["iteration"])
+
+    def _settings(self) -> dict:
+        """The trainer settings a resume must match (precision: the resolved one)."""
+        return {"seed": self.seed, "epochs": self.epochs, "amp": self.amp, "precision": self.precision}
 
     def save_checkpoint(self, path: Optional[Union[str, Path]] = None) -> Optional[Path]:
         """Atomically write the full training state (rank 0 only; other ranks return ``None``)."""
@@ -482,9 +517,11 @@ class Trainer:
         start = time.perf_counter()
         for it, batch in enumerate(bar, start=1):
             batch = move_to_device(batch, self.device, non_blocking)
+            if self.channels_last:
+                batch = to_channels_last(batch)
             ctx = StepContext(epoch, it, iters, self.global_step, self.device, self)
             self.optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=self.device.type, enabled=self.amp):
+            with autocast(self.precision, self.device):
                 terms = self.step_fn(batch, ctx) if self._step_takes_ctx else self.step_fn(batch)
             names, values, total = self._check_terms(terms, ctx)
             n_main = len(values)
@@ -498,7 +535,7 @@ class Trainer:
             self.scaler.step(self.optimizer)
             for o, takes_ctx in zip(self.optimizers[1:], self._extra_takes_ctx):
                 o.optimizer.zero_grad(set_to_none=True)
-                with torch.autocast(device_type=self.device.type, enabled=self.amp):
+                with autocast(self.precision, self.device):
                     extra = o.step_fn(batch, ctx) if takes_ctx else o.step_fn(batch)
                 x_names, x_values, x_total = self._check_terms(extra, ctx)
                 self.scaler.scale(x_total).backward()

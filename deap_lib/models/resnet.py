@@ -104,10 +104,11 @@ class ResNetBackbone(nn.Module):
             for i, block in enumerate(stage):
                 yield f"stage{s}.{i}", block
 
-    def forward(self, x: Tensor, collect: bool = False) -> Tuple[Tensor, Tensor, Dict[str, List[Tensor]]]:
+    def forward(self, x: Tensor, collect: bool = False, conv2: bool = True
+                ) -> Tuple[Tensor, Tensor, Dict[str, List[Tensor]]]:
         """``(stage-3 map, stage-4 map, pooled)``. ``collect=True`` fills ``pooled`` with per-block GAP
-        vectors, each (B, C): ``"sum"`` of the pre-ReLU residual sums, ``"mid"`` / ``"gated"`` of the
-        conv2-level maps (:class:`~deap_lib.models.blocks.BlockTrace`); empty otherwise."""
+        vectors, each (B, C): ``"sum"`` of the pre-ReLU residual sums and, with ``conv2``, ``"mid"`` /
+        ``"gated"`` of the conv2-level maps (:class:`~deap_lib.models.blocks.BlockTrace`); empty otherwise."""
         x = self.maxpool(self.stem(x))
         pooled: Dict[str, List[Tensor]] = {"sum": [], "mid": [], "gated": []} if collect else {}
         maps: List[Tensor] = []
@@ -117,8 +118,10 @@ class ResNetBackbone(nn.Module):
                     t = block.forward_trace(x)
                     x = t.out
                     pooled["sum"].append(t.sum.mean(dim=(2, 3)))
-                    pooled["mid"].append(t.mid.mean(dim=(2, 3)))
-                    pooled["gated"].append(t.gated.mean(dim=(2, 3)) if t.gated is not t.mid else pooled["mid"][-1])
+                    if conv2:
+                        pooled["mid"].append(t.mid.mean(dim=(2, 3)))
+                        pooled["gated"].append(t.gated.mean(dim=(2, 3)) if t.gated is not t.mid
+                                               else pooled["mid"][-1])
                 else:
                     x = block(x)
             maps.append(x)
@@ -139,9 +142,14 @@ class ReIDNet(nn.Module):
         self.config = dict(config)
 
     # ---------------------------------------------------------------- forward
+    #: compute ``mid_feats`` / ``gated_feats`` (CDD's conv2-level vectors); a method that reads none of them
+    #: switches it off (:class:`~deap_lib.methods.base.Method`), saving two GAPs per block and pass
+    collect_conv2: bool = True
+
     def forward_features(self, x: Tensor) -> ReIDOutput:
-        """All training outputs, in any mode (e.g. a frozen teacher kept in eval mode)."""
-        s3, s4, pooled = self.backbone(x, collect=True)
+        """All training outputs, in any mode (e.g. a frozen teacher kept in eval mode); ``mid_feats`` /
+        ``gated_feats`` empty when :attr:`collect_conv2` is off."""
+        s3, s4, pooled = self.backbone(x, collect=True, conv2=self.collect_conv2)
         g = s4.mean(dim=(2, 3))
         f, logits = self.head(g)
         return ReIDOutput(logits=logits, global_feat=g, embedding=f, stage_maps=[s3, s4],
