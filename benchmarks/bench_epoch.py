@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 BEFORE_REF = "2560c4c"  # main before the speed work (issue 23)
@@ -215,7 +215,7 @@ def _before_tree(ref: str) -> Path:
     return tree
 
 
-def measure(variant: str, method: str, epochs: int, preset: str, before: str) -> Dict:
+def measure(variant: str, method: str, epochs: int, preset: str, before: str, extra: Optional[Dict] = None) -> Dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     overrides = {}
     code = ROOT
@@ -226,6 +226,7 @@ def measure(variant: str, method: str, epochs: int, preset: str, before: str) ->
         env["ONEDNN_MAX_CPU_ISA"] = "AVX512_CORE"
     else:
         overrides = LEVERS[variant]
+    overrides = {**overrides, **(extra or {})}
     env["PYTHONPATH"] = str(code)
     args = [sys.executable, str(Path(__file__).resolve()), "--worker", method, "--epochs", str(epochs),
             "--preset", preset, "--overrides", json.dumps(overrides)]
@@ -236,7 +237,8 @@ def measure(variant: str, method: str, epochs: int, preset: str, before: str) ->
 
 
 def run(methods=("teacher", "kd", "deap"), variants=None, epochs: int = 3, rounds: int = 1, preset: str = "cpu",
-        before: str = BEFORE_REF, emulate_no_bf16: bool = False) -> Dict:
+        before: str = BEFORE_REF, emulate_no_bf16: bool = False, extra: Optional[Dict] = None) -> Dict:
+    """Interleaved rounds of every (method, variant); ``extra``: config overrides for every measurement."""
     variants = list(variants or ["before", *LEVERS])
     if emulate_no_bf16:
         variants.append("+bf16 (no native bf16)")
@@ -244,7 +246,7 @@ def run(methods=("teacher", "kd", "deap"), variants=None, epochs: int = 3, round
     for _ in range(rounds):
         for m in methods:
             for v in variants:
-                res[m][v].append(measure(v, m, epochs, preset, before))
+                res[m][v].append(measure(v, m, epochs, preset, before, extra))
     summary = {m: {v: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for v, runs in per.items()}
                for m, per in res.items()}
     return {"preset": preset, "epochs": epochs, "rounds": rounds, "before": before, "threads": 1,

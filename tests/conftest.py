@@ -20,12 +20,14 @@ torch.set_num_threads(1)
 def _keep_global_torch_state():
     det = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
     rng = (random.getstate(), np.random.get_state(), torch.get_rng_state())
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     if (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) != (det, warn_only):
         torch.use_deterministic_algorithms(det, warn_only=warn_only)
+    torch.utils.deterministic.fill_uninitialized_memory = fill
     random.setstate(rng[0])
     np.random.set_state(rng[1])
     torch.set_rng_state(rng[2])

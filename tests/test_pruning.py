@@ -310,3 +310,21 @@ def test_prune_config_multiple():
     assert PruneConfig(round_widths=True, width_multiple=4).multiple() == 4
     with pytest.raises(ValueError, match="prune.width_multiple must be >= 1"):
         PruneConfig(round_widths=True, width_multiple=0).multiple()
+
+
+@pytest.mark.parametrize("arch,pcp", [("resnet50", "deap"), ("resnet18", "deap"), ("resnet50", "cdd"),
+                                      ("mobilenet_v2", None)])
+def test_budget_costs_equal_thop_counts_of_the_rebuilt_network(arch, pcp):
+    """The selection rules cost a candidate by arithmetic (budget.ChannelCosts, built once per architecture);
+    it must equal thop's count of the rebuilt deploy network, or a budget would select other channels."""
+    from deap_lib.budget import deploy_cost
+    from deap_lib.pruning import _macs_of, group_scores, top_fraction_masks, widths_for
+
+    model = build_model(arch, 10, width=0.25, embed_dim=16, pcp=pcp)
+    g = torch.Generator().manual_seed(0)
+    scores = [tuple(torch.rand(s.shape, generator=g) for s in pair) for pair in group_scores(model)]
+    for frac in (0.15, 0.5, 1.0):
+        masks = top_fraction_masks(scores, frac)
+        rebuilt = build_model(**dict(model.config, pcp=None, widths=widths_for(model, masks), deploy=True))
+        for kind in ("macs", "params"):
+            assert _macs_of(model, masks, (3, 48, 40), kind) == deploy_cost(rebuilt, (3, 48, 40), kind)

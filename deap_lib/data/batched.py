@@ -121,17 +121,14 @@ def augment_batch(images: Tensor, params: Sequence[SampleParams], cfg: Transform
     if cfg.pad > 0:
         p = cfg.pad
         padded = torch.nn.functional.pad(images, (p, p, p, p))
-        rows = torch.tensor([q.top for q in params])[:, None] + torch.arange(h)  # (B, H)
-        cols = torch.tensor([q.left for q in params])[:, None] + torch.arange(w)  # (B, W)
-        idx = torch.arange(b)[:, None, None]
-        images = padded.permute(0, 2, 3, 1)[idx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
-    x = normalise(images.contiguous(), cfg)
+        images = torch.stack([padded[i, :, q.top:q.top + h, q.left:q.left + w] for i, q in enumerate(params)])
+    x = normalise(images, cfg)
     value = erase_value(cfg)
+    fill = torch.tensor([value[k % len(value)] for k in range(c)], dtype=x.dtype).view(c, 1, 1)
     for i, q in enumerate(params):
         if q.erase is not None:
             y0, x0, eh, ew = q.erase
-            for k in range(c):
-                x[i, k, y0:y0 + eh, x0:x0 + ew] = value[k % len(value)]
+            x[i, :, y0:y0 + eh, x0:x0 + ew] = fill
     return x
 
 

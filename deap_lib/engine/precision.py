@@ -35,16 +35,21 @@ AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 
 
+def parse_cpu_flags(cpuinfo: str) -> set:
+    """The feature flags of a Linux ``/proc/cpuinfo`` text (x86 ``flags``, Arm ``Features`` lines)."""
+    flags: set = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            flags.update(value.split())
+    return flags
+
+
 def _cpu_flags() -> set:
-    """The processor's feature flags (Linux ``/proc/cpuinfo`` ``flags`` / ``Features``; macOS sysctl)."""
+    """The processor's feature flags (Linux ``/proc/cpuinfo``; macOS sysctl)."""
     info = Path("/proc/cpuinfo")
     if info.is_file():
-        flags: set = set()
-        for line in info.read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip().lower() in ("flags", "features"):
-                flags.update(value.split())
-        return flags
+        return parse_cpu_flags(info.read_text(errors="replace"))
     if platform.system() == "Darwin":
         try:
             out = subprocess.run(["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True,

@@ -61,6 +61,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .csvlog import write_csv
+from .batches import batch_size as _batch_size, move_to_device, to_channels_last
 from .precision import AUTOCAST_DTYPES, autocast, legacy_precision
 from .distributed import all_reduce_mean, auto_device, barrier, get_rank, get_world_size, is_distributed, is_main_process, unwrap
 from .seeding import epoch_seed, seed_everything, seed_epoch
@@ -112,46 +113,6 @@ def _accepts_ctx(fn: Callable) -> bool:
     if any(p.kind is p.VAR_POSITIONAL for p in params):
         return True
     return len([p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]) >= 2
-
-
-def move_to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
-    """Tensors inside (nested) tuples/lists/dicts/namedtuples moved to ``device``; other objects unchanged."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=non_blocking)
-    if isinstance(batch, Mapping):
-        return type(batch)({k: move_to_device(v, device, non_blocking) for k, v in batch.items()})  # type: ignore[call-arg]
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
-        return type(batch)(*(move_to_device(v, device, non_blocking) for v in batch))
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(move_to_device(v, device, non_blocking) for v in batch)
-    return batch
-
-
-def to_channels_last(batch: Any) -> Any:
-    """Every 4-D floating tensor inside (nested) tuples/lists/dicts made channels-last; the rest unchanged."""
-    if isinstance(batch, torch.Tensor):
-        if batch.dim() == 4 and batch.is_floating_point():
-            return batch.contiguous(memory_format=torch.channels_last)
-        return batch
-    if isinstance(batch, Mapping):
-        return type(batch)({k: to_channels_last(v) for k, v in batch.items()})  # type: ignore[call-arg]
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
-        return type(batch)(*(to_channels_last(v) for v in batch))
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(to_channels_last(v) for v in batch)
-    return batch
-
-
-def _batch_size(batch: Any) -> int:
-    """Leading size of the first tensor found in the batch (the number of images)."""
-    if isinstance(batch, torch.Tensor):
-        return int(batch.shape[0]) if batch.dim() > 0 else 1
-    items = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (list, tuple)) else ()
-    for item in items:
-        n = _batch_size(item)
-        if n:
-            return n
-    return 0
 
 
 def _plain_config(cfg: Any, where: str = "config") -> Any:

@@ -252,10 +252,13 @@ def resolved_args(cfg: RunConfig) -> Dict[str, Dict[str, Any]]:
 
 def finished_run_diff(metrics: Dict[str, Any], cfg: RunConfig) -> Dict[str, Tuple[Any, Any]]:
     """``{key: (finished run's value, cfg's value)}``: the differences between a finished run's
-    ``metrics.json`` and ``cfg``, its saved config and, where it recorded them, its methods' resolved
-    ``args`` (keys ``resolved_args.<method>.<key>``; runs made before they were recorded compare by config)."""
+    ``metrics.json`` and ``cfg``, its saved config, the runtime it resolved to on its machine (keys
+    ``runtime.<key> (resolved)``: precision, channels-last, teacher folding; :func:`legacy_runtime` for runs
+    made before it was recorded) and, where it recorded them, its methods' resolved ``args`` (keys
+    ``resolved_args.<method>.<key>``; runs made before they were recorded compare by config)."""
     diff = run_config_diff(metrics.get("config", {}), cfg)
-    saved_rt, now_rt = metrics.get("runtime") or legacy_runtime(metrics), resolve_runtime(cfg, resolve_device(cfg.device))
+    saved_rt = metrics.get("runtime") or legacy_runtime(metrics)
+    now_rt = resolve_runtime(cfg, resolve_device(cfg.device))
     diff.update({f"runtime.{k} (resolved)": (saved_rt.get(k), now_rt[k]) for k in RUNTIME_KEYS
                  if saved_rt.get(k) != now_rt[k]})
     saved = metrics.get("resolved_args")
