@@ -105,7 +105,7 @@ class RuntimeConfig:
     in metrics.json ``runtime``."""
 
     precision: str = "auto"  # "auto" | "fp32" | "bf16" | "fp16" (CUDA; "auto" on CUDA follows ``amp``)
-    channels_last: str = "auto"  # "auto" (CUDA "on", CPU "inference") | "on" | "off" | "inference" (teacher, evals)
+    channels_last: str = "auto"  # "auto" (= "on") | "on" | "off" | "inference" (the teacher and evaluations only)
     fold_teacher: bool = True  # the frozen teacher runs BN-folded (eval-mode BN only; same outputs)
 
 

@@ -75,7 +75,8 @@ def test_precision_errors_name_the_key_and_the_valid_values():
         resolve_precision("half", CPU)
     with pytest.raises(ValueError, match="valid: auto, on, off, inference"):
         resolve_channels_last("yes", CPU)
-    assert resolve_channels_last("auto", CPU) == "inference" and resolve_channels_last("auto", CUDA) == "on"
+    assert resolve_channels_last("auto", CPU) == resolve_channels_last("auto", CUDA) == "on"
+    assert resolve_channels_last("inference", CPU) == "inference"
     with pytest.raises(UserError, match="fp16"):
         resolve_runtime(get_preset("quick", "teacher", **{"runtime.precision": "fp16"}), CPU)
 
@@ -241,7 +242,7 @@ def test_a_bf16_run_records_its_runtime_and_resumes_bit_exactly_after_sigkill(te
     ref, killed = root / "ref", root / "killed"
     deap_cli(HERE, *_args("deap", data, tpath, ref))
     m = json.loads((ref / "metrics.json").read_text())
-    assert m["runtime"] == {"precision": "bf16", "channels_last": "inference", "fold_teacher": True,
+    assert m["runtime"] == {"precision": "bf16", "channels_last": "on", "fold_teacher": True,
                             "pipeline": "batched"}
     p = deap_cli(HERE, *_args("deap_killable", data, tpath, killed), env={DIE_AT_ENV: "2"}, check=False)
     assert p.returncode == -signal.SIGKILL, (p.returncode, p.stderr[-2000:])
@@ -272,3 +273,24 @@ def test_the_head_runs_in_float32_under_bf16_autocast():
     # the head on the float32 GAP of the bf16 map: the same numbers as calling it by hand
     model.train()
     torch.testing.assert_close(out.global_feat, out.stage_maps[1].float().mean(dim=(2, 3)), rtol=0, atol=0)
+
+
+def test_nhwc_pooling_and_stage_maps_keep_values_and_hand_back_nhwc_gradients():
+    from deap_lib.models.convbn import gap, nhwc_grad
+
+    x = torch.randn(2, 3, 4, 5).contiguous(memory_format=torch.channels_last)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = gap(a), b.mean(dim=(2, 3))
+    assert torch.equal(ya, yb)
+    g = torch.randn(2, 3)
+    ya.backward(g)
+    yb.backward(g)
+    assert torch.equal(a.grad, b.grad) and a.grad.is_contiguous(memory_format=torch.channels_last)
+    assert not a.grad.is_contiguous()
+    c = x.clone().requires_grad_()
+    m = nhwc_grad(c)
+    assert torch.equal(m, c)
+    m.flatten(1).pow(2).sum().backward()  # flatten copies to NCHW; the gradient comes back NHWC all the same
+    assert torch.equal(c.grad, 2 * x) and c.grad.is_contiguous(memory_format=torch.channels_last)
+    plain = torch.randn(2, 3, 4, 5, requires_grad=True)  # an NCHW map: plain mean, untouched
+    assert nhwc_grad(plain) is plain and torch.equal(gap(plain), plain.mean(dim=(2, 3)))

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .blocks import BlockTrace, _like
-from .convbn import ConvBN
+from .convbn import ConvBN, gap
 from .gates import Gate
 
 #: torchvision's inverted-residual settings: expansion t, output channels c, repeats n, stride s
@@ -202,9 +202,9 @@ class MobileNetV2Backbone(nn.Module):
             if collect:
                 t = block.forward_trace(x)
                 x = t.out
-                pooled["sum"].append(t.sum.mean(dim=(2, 3)))
+                pooled["sum"].append(gap(t.sum))
                 if conv2:
-                    pooled["mid"].append(t.mid.mean(dim=(2, 3)))
+                    pooled["mid"].append(gap(t.mid))
                     pooled["gated"].append(pooled["mid"][-1])
             else:
                 x = block(x)

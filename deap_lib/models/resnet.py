@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..registry import Registry
 from .blocks import BasicBlock, Bottleneck, _check_pcp
-from .convbn import ConvBN, StemMaxPool
+from .convbn import ConvBN, StemMaxPool, gap, nhwc_grad
 from .gates import group_norms
 from .heads import HEADS
 from .mobilenet import InvertedResidual, MobileNetV2Backbone
@@ -118,10 +118,10 @@ class ResNetBackbone(nn.Module):
                 if collect:
                     t = block.forward_trace(x)
                     x = t.out
-                    pooled["sum"].append(t.sum.mean(dim=(2, 3)))
+                    pooled["sum"].append(gap(t.sum))
                     if conv2:
-                        pooled["mid"].append(t.mid.mean(dim=(2, 3)))
-                        pooled["gated"].append(t.gated.mean(dim=(2, 3)) if t.gated is not t.mid
+                        pooled["mid"].append(gap(t.mid))
+                        pooled["gated"].append(gap(t.gated) if t.gated is not t.mid
                                                else pooled["mid"][-1])
                 else:
                     x = block(x)
@@ -165,9 +165,9 @@ class ReIDNet(nn.Module):
         ``gated_feats`` empty when :attr:`collect_conv2` is off."""
         s3, s4, pooled = self.backbone(x, collect=True, conv2=self.collect_conv2)
         with _float32(s4):  # GAP and head in float32 under mixed precision: bf16 logits step by ~0.1
-            g = _wide(s4).mean(dim=(2, 3))
+            g = gap(_wide(s4))
             f, logits = self.head(g)
-        return ReIDOutput(logits=logits, global_feat=g, embedding=f, stage_maps=[s3, s4],
+        return ReIDOutput(logits=logits, global_feat=g, embedding=f, stage_maps=[nhwc_grad(s3), nhwc_grad(s4)],
                           block_feats=pooled["sum"], mid_feats=pooled["mid"], gated_feats=pooled["gated"])
 
     def embed(self, x: Tensor) -> Tensor:
