@@ -294,3 +294,38 @@ def test_nhwc_pooling_and_stage_maps_keep_values_and_hand_back_nhwc_gradients():
     assert torch.equal(c.grad, 2 * x) and c.grad.is_contiguous(memory_format=torch.channels_last)
     plain = torch.randn(2, 3, 4, 5, requires_grad=True)  # an NCHW map: plain mean, untouched
     assert nhwc_grad(plain) is plain and torch.equal(gap(plain), plain.mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("kind,pcp,deploy", [("bottleneck", "deap", False), ("bottleneck", None, False),
+                                             ("bottleneck", None, True), ("basic", "deap", False),
+                                             ("basic", None, False)])
+@pytest.mark.parametrize("nhwc", [False, True])
+def test_in_place_pooled_block_pass_equals_the_traced_one_with_gradients(kind, pcp, deploy, nhwc):
+    """Block.forward_pooled (the pass when no conv2-level map is needed) gives forward_trace's output and
+    GAP of the residual sum, and the same gradients, bit for bit."""
+    from deap_lib.models.blocks import BasicBlock, Bottleneck
+    from deap_lib.models.convbn import gap
+
+    torch.manual_seed(4)
+    cls = Bottleneck if kind == "bottleneck" else BasicBlock
+    block = cls(16, 8, stride=2, pcp=pcp, deploy=deploy).train(not deploy)
+    x0 = torch.randn(3, 16, 9, 9)
+    if nhwc:
+        block = block.to(memory_format=torch.channels_last)
+        x0 = x0.contiguous(memory_format=torch.channels_last)
+    results = []
+    for pooled in (False, True):
+        block.zero_grad()
+        x = x0.clone().requires_grad_(not deploy)
+        if pooled:
+            out, p = block.forward_pooled(x, gap)
+        else:
+            t = block.forward_trace(x)
+            out, p = t.out, gap(t.sum)
+        if not deploy:
+            (out.pow(2).mean() + p.pow(3).sum()).backward()
+        grads = [x.grad] + [q.grad for q in block.parameters()] if not deploy else []
+        results.append((out.detach(), p.detach(), grads))
+    (oa, pa, ga), (ob, pb, gb) = results
+    assert torch.equal(oa, ob) and torch.equal(pa, pb)
+    assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(ga, gb))

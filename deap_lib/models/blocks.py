@@ -23,7 +23,7 @@ and :meth:`fused` the deploy form (BN folded, pruners merged into the 3x3 conv, 
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -214,6 +214,21 @@ class Bottleneck(nn.Module):
         s = self.conv3(torch.relu(gated)) + self.shortcut(x)
         return BlockTrace(torch.relu(s), s, mid, gated)
 
+    def forward_pooled(self, x: Tensor, pool: Callable[[Tensor], Tensor]) -> Tuple[Tensor, Tensor]:
+        """``(relu(s), pool(s))`` with the ReLUs and the residual add in place: :meth:`forward_trace`'s values
+        and gradients without its two conv2-level maps (none of these ops' backward reads what is overwritten;
+        ``pool`` must not save ``s`` either), and ~3 fewer map copies a block."""
+        out = self.conv1(x)
+        if self.pruner1 is not None:
+            out = self.pruner1(out)
+        out = self.conv2.pre_activation(out)
+        post = self.pruner2 if self.pruner2 is not None else self.compactor
+        if post is not None:
+            out = post(out)
+        s = self.conv3(torch.relu_(out)).add_(self.shortcut(x))
+        pooled = pool(s)
+        return torch.relu_(s), pooled
+
     def forward_with_sum(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         """Return ``(relu(s), s)`` with ``s`` the residual sum before the final ReLU."""
         t = self.forward_trace(x)
@@ -330,6 +345,16 @@ class BasicBlock(nn.Module):
         gated = pruner(mid) if pruner is not None else mid
         s = self.conv2(torch.relu(gated)) + self.shortcut(x)
         return BlockTrace(torch.relu(s), s, mid, gated)
+
+    def forward_pooled(self, x: Tensor, pool: Callable[[Tensor], Tensor]) -> Tuple[Tensor, Tensor]:
+        """``(relu(s), pool(s))`` in place (see :meth:`Bottleneck.forward_pooled`)."""
+        out = self.conv1.pre_activation(x)
+        pruner = self._pruner()
+        if pruner is not None:
+            out = pruner(out)
+        s = self.conv2(torch.relu_(out)).add_(self.shortcut(x))
+        pooled = pool(s)
+        return torch.relu_(s), pooled
 
     def forward_with_sum(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         t = self.forward_trace(x)

@@ -115,7 +115,10 @@ class ResNetBackbone(nn.Module):
         maps: List[Tensor] = []
         for stage in self.stages():
             for block in stage:
-                if collect:
+                if collect and not conv2:
+                    x, p = block.forward_pooled(x, gap)
+                    pooled["sum"].append(p)
+                elif collect:
                     t = block.forward_trace(x)
                     x = t.out
                     pooled["sum"].append(gap(t.sum))
