@@ -143,18 +143,21 @@ def test_finished_run_is_reused_and_a_different_config_refused(teacher_run, quic
 
 
 def test_a_changed_args_default_makes_a_finished_run_stale(quick_root):
-    from deap_lib.methods.runner import finished_run_diff, resolved_args
+    import torch
+
+    from deap_lib.methods.runner import finished_run_diff, resolve_runtime, resolved_args
 
     cfg = get_preset("quick", "structure_kd", **{"data.root": quick_root, "args.blockwise_frac": 0.5})
     rec = json.loads(json.dumps(resolved_args(cfg)))  # as metrics.json holds it
+    rt = resolve_runtime(cfg, torch.device("cpu"))  # the runtime the run recorded (test_precision: stale runtimes)
     assert rec["structure_kd"]["blockwise_frac"] == 0.5 and rec["structure_kd"]["lambda_rate"] == 0.1
-    assert finished_run_diff({"config": cfg.to_dict(), "resolved_args": rec}, cfg) == {}
+    assert finished_run_diff({"config": cfg.to_dict(), "resolved_args": rec, "runtime": rt}, cfg) == {}
     # the run trained when the default of lambda_rate was 0.2: stale now, though its saved config is equal
     old = {**rec, "structure_kd": {**rec["structure_kd"], "lambda_rate": 0.2}}
-    assert finished_run_diff({"config": cfg.to_dict(), "resolved_args": old}, cfg) == {
+    assert finished_run_diff({"config": cfg.to_dict(), "resolved_args": old, "runtime": rt}, cfg) == {
         "resolved_args.structure_kd.lambda_rate": (0.2, 0.1)}
     # a run made before the args were recorded compares by its config alone
-    assert finished_run_diff({"config": cfg.to_dict()}, cfg) == {}
+    assert finished_run_diff({"config": cfg.to_dict(), "runtime": rt}, cfg) == {}
     assert resolved_args(get_preset("quick", "teacher")) == {}  # a method without args
 
 

@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from deap_lib import results as R
+from deap_lib.methods.runner import resolve_runtime
 from deap_lib.study import RunFailed, Study, deployed_form, make_tag, summary_rows
 
 REPO = Path(__file__).resolve().parents[1]
@@ -433,7 +435,7 @@ FAKE = r"""
 import json, sys, time
 t_start = time.time()
 out, cfg_path, mode = sys.argv[1], sys.argv[2], sys.argv[3]
-cfg = json.load(open(cfg_path))
+cfg, runtime = json.load(open(cfg_path))
 print("training", out, flush=True)
 time.sleep(0.3)
 if mode == "fail":
@@ -444,7 +446,8 @@ forms = {"absorbed" if mode == "prune" else "student": {"mAP": 40.0, "mAP_low": 
          "params": 1100, "params_no_classifier": 1000, "macs": 2000000}}
 name = out.rstrip("/").split("/")[-1]
 json.dump({"run": name, "method": cfg["method"], "preset": cfg["preset"], "dataset": "veri", "seed": cfg["seed"],
-           "config": cfg, "forms": forms, "teacher_hash": None, "wall_time_s": 0.3, "t": [t_start, time.time()]},
+           "config": cfg, "runtime": runtime, "forms": forms, "teacher_hash": None, "wall_time_s": 0.3,
+           "t": [t_start, time.time()]},
           open(out + "/metrics.json", "w"))
 """
 
@@ -458,7 +461,8 @@ class FakeStudy(Study):
         script = job.run_dir / "fake.py"
         script.write_text(FAKE)
         cfg_path = job.run_dir / "cfg.json"
-        cfg_path.write_text(json.dumps(job.cfg.to_dict()))
+        runtime = resolve_runtime(job.cfg, torch.device("cpu"))  # what a real run records
+        cfg_path.write_text(json.dumps([job.cfg.to_dict(), runtime]))
         mode = "fail" if job.spec.method in self.fail_methods else ("prune" if job.spec.method == "np" else "ok")
         return [sys.executable, str(script), str(job.run_dir), str(cfg_path), mode]
 
