@@ -258,8 +258,9 @@ def report(r: Dict) -> str:
              f"{r['rounds']} interleaved round(s); seconds per epoch"]
     for m, per in r["results"].items():
         ref = per.get("before", next(iter(per.values())))["epoch"]
-        lines.append(f"\n{m}  ({next(iter(per.values()))['iterations']} iterations of "
-                     f"{next(iter(per.values()))['images'] // max(next(iter(per.values()))['iterations'], 1)} images)")
+        first = next(iter(per.values()))
+        lines.append(f"\n{m}  ({int(first['iterations'])} iterations of "
+                     f"{int(first['images'] // max(first['iterations'], 1))} images)")
         lines.append(f"{'variant':24s}" + "".join(f"{p:>15s}" for p in PARTS) + f"{'epoch':>9s}{'img/s/core':>11s}"
                      f"{'speed-up':>9s}")
         for v, x in per.items():
