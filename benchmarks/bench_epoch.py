@@ -12,11 +12,12 @@ The first epoch (caches, allocator warm-up) is left out of the figures.
 Variants run interleaved, round by round, so machine noise hits them alike; the ratios are what to report:
 
 * ``before``: the code of ``--before REF`` (default: the commit before the speed work) in a git worktree;
-* ``levers-off``: this code with every lever off (per-image pipeline, fp32, unfolded teacher);
+* ``levers-off``: this code with every lever off (per-image pipeline, fp32, eager unfolded teacher);
 * ``+batched`` / ``+fold`` / ``+bf16`` / ``+nhwc_inference``: the batched uint8 pipeline, then the
-  BN-folded teacher, then bf16 autocast, then the teacher and evaluations channels-last (cumulative;
-  ``+nhwc_inference`` is this code's default on a CPU with native bf16);
+  BN-folded teacher, then bf16 autocast, then the teacher and evaluations channels-last (cumulative);
 * ``+nhwc_all``: the student trained channels-last too (``runtime.channels_last=on``);
+* ``+frozen_teacher``: the folded teacher as a frozen TorchScript graph (``runtime.freeze_teacher=on``):
+  with ``+nhwc_all``, this code's default on a CPU with native bf16;
 * ``--emulate-no-bf16``: also ``+bf16`` with oneDNN limited to AVX-512 without bf16 instructions
   (``ONEDNN_MAX_CPU_ISA=AVX512_CORE``), the case ``runtime.precision=auto`` falls back to fp32 for.
 
@@ -39,13 +40,14 @@ ROOT = Path(__file__).resolve().parents[1]
 BEFORE_REF = "2560c4c"  # main before the speed work (issue 23)
 LEVERS = {
     "levers-off": {"data.pipeline": "per_image", "runtime.precision": "fp32", "runtime.fold_teacher": False,
-                   "runtime.channels_last": "off"},
+                   "runtime.channels_last": "off", "runtime.freeze_teacher": "off"},
 }
 LEVERS["+batched"] = dict(LEVERS["levers-off"], **{"data.pipeline": "batched"})
 LEVERS["+fold"] = dict(LEVERS["+batched"], **{"runtime.fold_teacher": True})
 LEVERS["+bf16"] = dict(LEVERS["+fold"], **{"runtime.precision": "bf16"})
 LEVERS["+nhwc_inference"] = dict(LEVERS["+bf16"], **{"runtime.channels_last": "inference"})
 LEVERS["+nhwc_all"] = dict(LEVERS["+bf16"], **{"runtime.channels_last": "on"})
+LEVERS["+frozen_teacher"] = dict(LEVERS["+nhwc_all"], **{"runtime.freeze_teacher": "on"})
 PARTS = ("data", "teacher_fwd", "student_fwd", "losses", "backward", "optimizer", "step_hooks", "epoch_end",
          "eval_amortised")
 

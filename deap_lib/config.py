@@ -107,6 +107,9 @@ class RuntimeConfig:
     precision: str = "auto"  # "auto" | "fp32" | "bf16" | "fp16" (CUDA; "auto" on CUDA follows ``amp``)
     channels_last: str = "auto"  # "auto" (= "on") | "on" | "off" | "inference" (the teacher and evaluations only)
     fold_teacher: bool = True  # the frozen teacher runs BN-folded (eval-mode BN only; same outputs)
+    #: the folded teacher as a frozen TorchScript graph (deap_lib.models.frozen): "auto" (= "on" on CPU, "off"
+    #: on CUDA, where it has not been measured) | "on" | "off"
+    freeze_teacher: str = "auto"
 
 
 @dataclass

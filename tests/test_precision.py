@@ -161,6 +161,59 @@ def test_the_folded_teacher_gives_the_teachers_outputs(arch):
     assert METHODS.get("kd")(cfg, student, teacher)._teacher_runner[0] is teacher
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_frozen_teacher_gives_the_folded_teachers_outputs_under_the_runs_precision(dtype):
+    """The frozen graph against the eager folded teacher under the autocast a run of that precision uses: under
+    bf16 the backbone's outputs bit for bit, under float32 (fused conv + add + ReLU) and in the float32 head up
+    to rounding; each new input shape gets its own graph."""
+    torch.manual_seed(3)
+    teacher = build_model("resnet50", 10, width=0.25, embed_dim=16).eval()
+    with torch.no_grad():
+        for m in teacher.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    cfg = get_preset("quick", "kd", teacher_path="t.pt")
+    eager = METHODS.get("kd")(cfg, build_model("resnet50", 10, width=0.25, embed_dim=16), teacher)
+    frozen = METHODS.get("kd")(cfg, build_model("resnet50", 10, width=0.25, embed_dim=16), teacher)
+    eager.prepare_teacher(channels_last=True)
+    frozen.prepare_teacher(channels_last=True, frozen_dtype=dtype)
+    assert type(frozen._teacher_runner[0]).__name__ == "FrozenFeatures"
+    for batch in (4, 3, 4):
+        x = torch.randn(batch, 3, 32, 32)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            ref, out = eager.teacher_forward(x), frozen.teacher_forward(x)
+        assert len(out.block_feats) == len(ref.block_feats) == 16 and len(out.stage_maps) == 2
+        for a, b in zip(out.block_feats + out.stage_maps, ref.block_feats + ref.stage_maps):
+            assert a.dtype == b.dtype
+            if dtype == torch.bfloat16:
+                assert torch.equal(a, b)
+            else:
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max()))
+        if dtype == torch.bfloat16:
+            assert out.stage_maps[1].is_contiguous(memory_format=torch.channels_last)
+        for name in ("logits", "global_feat", "embedding"):
+            a, b = getattr(out, name), getattr(ref, name)
+            assert a.dtype == b.dtype == torch.float32
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max()))
+    assert len(frozen._teacher_runner[0]._graphs) == 2
+    with pytest.raises(ValueError, match="eval mode"):
+        from deap_lib.models.frozen import FrozenFeatures
+        FrozenFeatures(teacher.train())
+
+
+def test_the_teacher_is_frozen_on_cpu_where_it_is_folded():
+    cfg = get_preset("quick", "kd", teacher_path="t.pt", **{"runtime.precision": "bf16"})
+    assert resolve_runtime(cfg, CPU)["freeze_teacher"] is True
+    for key, value in (("runtime.freeze_teacher", "off"), ("runtime.fold_teacher", False),
+                       ("teacher_bn_mode", "train")):
+        assert resolve_runtime(get_preset("quick", "kd", teacher_path="t.pt", **{key: value}), CPU)[
+            "freeze_teacher"] is False, key
+    assert resolve_runtime(get_preset("quick", "teacher"), CPU)["freeze_teacher"] is False  # no teacher
+    with pytest.raises(UserError, match=r"runtime.freeze_teacher must be one of \('auto', 'on', 'off'\)"):
+        resolve_runtime(get_preset("quick", "kd", teacher_path="t.pt", **{"runtime.freeze_teacher": "yes"}), CPU)
+
+
 def test_the_evaluation_form_embeds_like_the_student():
     torch.manual_seed(1)
     student = build_model("resnet50", 10, width=0.25, embed_dim=16, pcp="deap").eval()
@@ -214,6 +267,9 @@ def test_a_finished_run_is_stale_when_its_resolved_runtime_differs():
     assert diff["runtime.fold_teacher (resolved)"] == (False, True)
     same = {"config": cfg.to_dict(), "runtime": resolve_runtime(cfg, CPU)}
     assert finished_run_diff(same, cfg) == {}
+    before_freezing = {k: v for k, v in same["runtime"].items() if k != "freeze_teacher"}  # recorded before the key
+    assert finished_run_diff({"config": cfg.to_dict(), "runtime": before_freezing}, cfg) == {
+        "runtime.freeze_teacher (resolved)": (False, True)}
     plain = get_preset("quick", "teacher", **{"runtime.precision": "fp32", "runtime.channels_last": "off"})
     assert finished_run_diff({"config": plain.to_dict(), "device": "cpu"}, plain) == {}  # nothing changed
 
@@ -242,7 +298,7 @@ def test_a_bf16_run_records_its_runtime_and_resumes_bit_exactly_after_sigkill(te
     ref, killed = root / "ref", root / "killed"
     deap_cli(HERE, *_args("deap", data, tpath, ref))
     m = json.loads((ref / "metrics.json").read_text())
-    assert m["runtime"] == {"precision": "bf16", "channels_last": "on", "fold_teacher": True,
+    assert m["runtime"] == {"precision": "bf16", "channels_last": "on", "fold_teacher": True, "freeze_teacher": True,
                             "pipeline": "batched"}
     p = deap_cli(HERE, *_args("deap_killable", data, tpath, killed), env={DIE_AT_ENV: "2"}, check=False)
     assert p.returncode == -signal.SIGKILL, (p.returncode, p.stderr[-2000:])

@@ -151,8 +151,9 @@ class Method(nn.Module):
         super()._apply(fn, recurse)
         if self.teacher is not None:
             self.teacher._apply(fn)
-            if self._teacher_runner[0] is not self.teacher:
-                self._teacher_runner[0]._apply(fn)
+            runner = self._teacher_runner[0]
+            if runner is not self.teacher and isinstance(runner, nn.Module):  # a frozen graph stays put
+                runner._apply(fn)
         return self
 
     def forward(self, batch: Sequence[Any]) -> Dict[str, Tensor]:
@@ -175,9 +176,25 @@ class Method(nn.Module):
 
     def teacher_channels_last(self) -> None:
         """Run the frozen teacher channels-last (NHWC weights and inputs; ``runtime.channels_last``)."""
-        if self._teacher_runner:
-            self._teacher_runner[0].to(memory_format=torch.channels_last)
+        self.prepare_teacher(channels_last=True)
+
+    def prepare_teacher(self, *, channels_last: bool, frozen_dtype: Optional[torch.dtype] = None) -> None:
+        """Put the frozen teacher in its running form, once it sits on its device: channels-last (NHWC
+        weights and inputs; ``runtime.channels_last``) and, given ``frozen_dtype``, its folded copy as a frozen
+        TorchScript graph computing in that dtype (``runtime.freeze_teacher``,
+        :class:`~deap_lib.models.frozen.FrozenFeatures`; eval-mode BN only)."""
+        if not self._teacher_runner:
+            return
+        runner = self._teacher_runner[0]
+        if channels_last and isinstance(runner, nn.Module):
+            runner.to(memory_format=torch.channels_last)
             self._teacher_nhwc = True
+        if frozen_dtype is not None and isinstance(runner, nn.Module):
+            if runner is self.teacher and self.teacher.training:
+                raise ValueError("a teacher with train-mode BN cannot be frozen (teacher_bn_mode='train')")
+            from ..models.frozen import FrozenFeatures
+
+            self._teacher_runner[0] = FrozenFeatures(runner.eval(), frozen_dtype)
 
     # ---------------------------------------------------------------- training
     def forward_train(self, batch: Sequence[Any]) -> Dict[str, Tensor]:

@@ -143,12 +143,19 @@ def resolve_runtime(cfg: RunConfig, device: torch.device) -> Dict[str, Any]:
     except ValueError as e:
         raise UserError(str(e)) from None
     fold = bool(rc.fold_teacher and cfg.teacher_path and cfg.teacher_bn_mode == "eval")
+    if rc.freeze_teacher not in FREEZE_CHOICES:
+        raise UserError(f"runtime.freeze_teacher must be one of {FREEZE_CHOICES}, got {rc.freeze_teacher!r}")
+    freeze = fold and precision in ("fp32", "bf16") and (
+        rc.freeze_teacher == "on" or (rc.freeze_teacher == "auto" and device.type == "cpu"))
     return {"precision": precision, "channels_last": channels_last, "fold_teacher": fold,
-            "pipeline": cfg.data.pipeline}
+            "freeze_teacher": freeze, "pipeline": cfg.data.pipeline}
 
 
+FREEZE_CHOICES = ("auto", "on", "off")
+#: the dtype a frozen teacher's convolutions compute in, per resolved precision
+FROZEN_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 #: the runtime keys that change a run's numbers (the pipelines give the same images, see deap_lib.data.batched)
-RUNTIME_KEYS = ("precision", "channels_last", "fold_teacher")
+RUNTIME_KEYS = ("precision", "channels_last", "fold_teacher", "freeze_teacher")
 
 
 def legacy_runtime(metrics: Dict[str, Any]) -> Dict[str, Any]:
@@ -156,7 +163,7 @@ def legacy_runtime(metrics: Dict[str, Any]) -> Dict[str, Any]:
     contiguous tensors, the teacher as trained, per-image transforms."""
     device = str(metrics.get("device", "cpu")).split(":")[0]
     return {"precision": legacy_precision(device, bool(metrics.get("config", {}).get("amp", True))),
-            "channels_last": "off", "fold_teacher": False, "pipeline": "per_image"}
+            "channels_last": "off", "fold_teacher": False, "freeze_teacher": False, "pipeline": "per_image"}
 
 
 def eval_form(student: ReIDNet) -> torch.nn.Module:
@@ -213,8 +220,8 @@ def train_stage(method: Method, data: RunData, out_dir: Path, *, device: torch.d
     method.to(device)
     if rt["channels_last"] == "on":
         method.to(memory_format=torch.channels_last)
-    elif infer_cl:
-        method.teacher_channels_last()
+    method.prepare_teacher(channels_last=infer_cl, frozen_dtype=FROZEN_DTYPES[rt["precision"]]
+                           if rt["freeze_teacher"] else None)
     model = wrap_ddp(method, device, find_unused_parameters=True) if is_distributed() else method
     trainer = Trainer.for_method(method, data.train, epoch_end=hooks, epochs=total, out_dir=out_dir,
                                  seed=cfg.seed, config=cfg.to_dict(), device=device, precision=rt["precision"],
@@ -259,6 +266,7 @@ def finished_run_diff(metrics: Dict[str, Any], cfg: RunConfig) -> Dict[str, Tupl
     diff = run_config_diff(metrics.get("config", {}), cfg)
     saved_rt = metrics.get("runtime") or legacy_runtime(metrics)
     now_rt = resolve_runtime(cfg, resolve_device(cfg.device))
+    saved_rt = {**legacy_runtime(metrics), **saved_rt}  # keys added later: their value before they existed
     diff.update({f"runtime.{k} (resolved)": (saved_rt.get(k), now_rt[k]) for k in RUNTIME_KEYS
                  if saved_rt.get(k) != now_rt[k]})
     saved = metrics.get("resolved_args")
