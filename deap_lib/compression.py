@@ -5,7 +5,6 @@ the paper's three evaluated forms (METHODS 1.9) plus the cut before re-calibrati
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 from torch import Tensor
@@ -14,6 +13,7 @@ from .absorb import absorb, prune, to_deploy
 from .config import PruneConfig
 from .export import save_compact
 from .models import ReIDNet
+from .rundir import RunDir
 from .pruning import (ALLOCATIONS, Masks, Scores, fraction_for_macs, group_scores, keep_masks, recalibrate_bn,
                       threshold_for_macs, top_fraction_masks)
 
@@ -93,7 +93,7 @@ def compress_student(student: ReIDNet, pc: PruneConfig, rec, recalib_batches: Ca
     rec.add("pruned", pruned)
     deploy, report = absorb(pruned.eval(), threshold=0.0, min_channels=1, input_size=rec.input_size, profile=False)
     rec.add("absorbed", deploy)
-    save_compact(deploy.cpu(), str(Path(rec.out_dir) / "absorbed.pt"))
+    save_compact(deploy.cpu(), str(RunDir(rec.out_dir).absorbed_path))
     out["prune_rule"] = rule
     out["absorb_verification"] = report.verification
     out["kept_widths"] = [list(w) for w in deploy.block_widths()]

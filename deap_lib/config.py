@@ -8,8 +8,10 @@ from __future__ import annotations
 import ast
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from pathlib import Path
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 
 @dataclass
@@ -239,10 +241,72 @@ def is_paired(cfg: "RunConfig") -> bool:
     return hr_size(cfg) != tuple(int(v) for v in cfg.model.input_size)
 
 
+def lr_size(hr: Sequence[int], scale: float) -> Tuple[int, int]:
+    """round(HR x s) per side for a scale s in (0, 1]; an error when a side rounds to zero pixels (every
+    stage's feature map would be empty)."""
+    hr = tuple(int(v) for v in hr)
+    if not 0 < float(scale) <= 1:
+        raise ValueError(f"resolution scale must be in (0, 1], got {scale}")
+    size = tuple(int(round(v * float(scale))) for v in hr)
+    if min(size) < 1:
+        raise ValueError(f"scale {scale} of the HR input {hr[0]}x{hr[1]} gives an input of {size[0]}x{size[1]}: "
+                         f"the stem's and every stage's feature map would be empty; the smallest usable scale "
+                         f"here is {1 / (2 * min(hr)):.4g} (one pixel)")
+    return size  # type: ignore[return-value]
+
+
+def scale_of(lr: Sequence[int], hr: Sequence[int]) -> float:
+    """The linear scale s of an LR size against an HR size: sqrt of the pixel ratio (exact for one scale
+    per side)."""
+    return math.sqrt((lr[0] * lr[1]) / (hr[0] * hr[1]))
+
+
 def run_config_diff(saved: Dict[str, Any], current: "RunConfig") -> Dict[str, Tuple[Any, Any]]:
     """Differences between a finished run's saved config and ``current``; a key the library gained after the
     run was made counts only when ``current`` sets it away from its default (so adding an option does not
     invalidate the runs made before it)."""
-    from .engine.checkpoint import config_diff
-
     return config_diff(saved, current.to_dict(), added_defaults=RunConfig().to_dict())
+
+
+# ---------------------------------------------------------------------------------------- comparison
+_MISSING = "<missing>"
+
+
+def _flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(cfg, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in cfg.items():
+            key = f"{prefix}.{k}" if prefix else str(k)
+            out.update(_flatten(v, key) if isinstance(v, Mapping) and v else {key: _normalise(v)})
+        return out
+    return {prefix: _normalise(cfg)}
+
+
+def _normalise(v: Any) -> Any:
+    if isinstance(v, (list, tuple)):
+        return [_normalise(x) for x in v]
+    if isinstance(v, Mapping):
+        return {str(k): _normalise(x) for k, x in v.items()}
+    if isinstance(v, Path):
+        return str(v)
+    return v
+
+
+def config_diff(a: Mapping[str, Any], b: Mapping[str, Any], *,
+                added_defaults: Optional[Mapping[str, Any]] = None) -> dict[str, tuple[Any, Any]]:
+    """``{dotted.key: (value_in_a, value_in_b)}`` for every leaf that differs (``"<missing>"`` if absent).
+
+    Nested dicts are compared leaf by leaf; tuples and lists compare equal when their items do.
+    ``added_defaults``: a key missing from ``a`` (a config saved before the key existed) is no difference
+    when ``b`` holds it at its value there (the default).
+    """
+    fa, fb = _flatten(a), _flatten(b)
+    fd = _flatten(added_defaults) if added_defaults else {}
+    diff = {}
+    for key in sorted(set(fa) | set(fb)):
+        va, vb = fa.get(key, _MISSING), fb.get(key, _MISSING)
+        if va is _MISSING and key in fd and vb == fd[key]:
+            continue
+        if va != vb:
+            diff[key] = (va, vb)
+    return diff

@@ -17,8 +17,9 @@ import torch
 
 from . import __version__
 from .complexity import profile
-from .engine.checkpoint import atomic_write_text
+from .fileio import atomic_write_text
 from .inference import evaluate_model, per_query_arrays
+from .rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class Recorder:
     def add(self, form: str, model: torch.nn.Module) -> Dict[str, Any]:
         model = model.to(self.device).eval()
         summary, res = evaluate_model(model, self.query, self.gallery, device=self.device, seed=self.seed)
-        np.savez(self.out_dir / f"per_query_{form}.npz", **per_query_arrays(res))
+        np.savez(RunDir(self.out_dir).per_query_path(form), **per_query_arrays(res))
         cx = profile(model, self.input_size)
         rec = {**summary, "params": int(cx["params"]), "params_no_classifier": int(cx["params_no_classifier"]),
                "macs": int(cx["macs"])}

@@ -21,24 +21,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
-from .engine.checkpoint import atomic_write_text
+from .fileio import atomic_write_text
+
+from .notebooks import NOTEBOOKS, notebook_dir
 
 PathLike = Union[str, "os.PathLike[str]"]
-#: execution order: the method notebooks (02, 03, 05, ...) first, the summary (04: every method's deployed model
-#: of the seed, the Pareto plot, latency) last, so that it sees every run
-NOTEBOOKS = ("00_data", "01_teacher", "02_dilemma", "03_deap", "05_cdd", "07_structure", "04_absorb_and_plots",
-             "06_resolution")
-#: parameters every notebook's ``parameters`` cell defines (the runner injects them all)
-PARAMETERS = ("preset", "dataset", "data_root", "device", "seed", "out", "runs_dir", "epochs", "force", "jobs",
-              "full")
 
 
 class NotebookFailed(RuntimeError):
     """A notebook raised while executing; the message names the cell and the saved failed copy."""
-
-
-def notebook_dir() -> Path:
-    return Path(__file__).resolve().parents[1] / "notebooks"
 
 
 def kernel_python(kernel_name: str = "python3") -> str:

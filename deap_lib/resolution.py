@@ -14,30 +14,15 @@ features by the LR student's query features.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from .config import hr_size, is_paired  # noqa: F401  (re-exported: the run's HR size and pairing)
+from .config import hr_size, is_paired, lr_size, scale_of  # noqa: F401  (re-exported: sizes and pairing)
 from .data.transforms import PairedViews, downsample  # noqa: F401  (the LR view; re-exported here)
 
 Size = Tuple[int, int]
-
-
-def lr_size(hr: Sequence[int], scale: float) -> Size:
-    """round(HR x s) per side for a scale s in (0, 1]; an error when a side rounds to zero pixels (every
-    stage's feature map would be empty)."""
-    hr = tuple(int(v) for v in hr)
-    if not 0 < float(scale) <= 1:
-        raise ValueError(f"resolution scale must be in (0, 1], got {scale}")
-    size = tuple(int(round(v * float(scale))) for v in hr)
-    if min(size) < 1:
-        raise ValueError(f"scale {scale} of the HR input {hr[0]}x{hr[1]} gives an input of {size[0]}x{size[1]}: "
-                         f"the stem's and every stage's feature map would be empty; the smallest usable scale "
-                         f"here is {1 / (2 * min(hr)):.4g} (one pixel)")
-    return size  # type: ignore[return-value]
 
 
 def check_feature_maps(model: nn.Module, size: Sequence[int]) -> list:
@@ -61,12 +46,6 @@ def check_feature_maps(model: nn.Module, size: Sequence[int]) -> list:
         if min(s) < 1:
             raise ValueError(f"input size {h}x{w}: stage {k + 3} map is empty ({s[0]}x{s[1]})")
     return shapes
-
-
-def scale_of(lr: Sequence[int], hr: Sequence[int]) -> float:
-    """The linear scale s of an LR size against an HR size: sqrt of the pixel ratio (exact for one scale
-    per side)."""
-    return math.sqrt((lr[0] * lr[1]) / (hr[0] * hr[1]))
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -123,14 +102,8 @@ def lr_overrides(hr: Sequence[int], scale: float) -> Dict[str, Size]:
 
 
 def deployed_model(metrics: Dict[str, Any]) -> nn.Module:
-    """The deployed model file of a finished run (``absorbed.pt`` of a pruning run, else ``model.pt``)."""
-    from pathlib import Path
+    """The deployed model of a finished run (``absorbed.pt`` of a pruning run, else ``model.pt``), from its
+    study metrics (which carry ``run_dir``)."""
+    from .rundir import RunDir
 
-    from .export import load_compact
-    from .study import deployed_form
-
-    run_dir = Path(metrics["run_dir"])
-    path = run_dir / ("absorbed.pt" if deployed_form(metrics["forms"]) == "absorbed" else "model.pt")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run {run_dir.name} has no deployed model file")
-    return load_compact(str(path)).eval()
+    return RunDir(metrics["run_dir"]).load_model("deployed")

@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .engine.checkpoint import atomic_write, atomic_write_text
+from .fileio import atomic_write, atomic_write_text
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -171,13 +171,10 @@ def save_image(image, results_dir: PathLike, name: str, *, caption: Optional[str
 
 # ------------------------------------------------------------------------------------------------ main table
 def load_per_query(run_dir: PathLike, form: str) -> Dict[str, np.ndarray]:
-    """The per-query arrays ``run_dir/per_query_<form>.npz`` written by the runner."""
-    path = Path(run_dir) / f"per_query_{form}.npz"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run {Path(run_dir).name} has no per-query results for "
-                                f"form {form!r}")
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
+    """The per-query arrays of ``form`` written by the runner (:meth:`deap_lib.rundir.RunDir.per_query`)."""
+    from .rundir import RunDir
+
+    return RunDir(run_dir).per_query(form)
 
 
 MAIN_COLUMNS = ["label", "run", "method", "form", "seed", "reference", "mAP", "mAP_low", "mAP_high", "rank1", "params_m",
@@ -580,7 +577,7 @@ def results_section(results_dir: PathLike = "results", link_base: PathLike = "."
             bits.append(f"{r['epochs']} epochs")
         bits.append(f"seed {r.get('seed')}")
         bits.append("full study" if r.get("full") else "core study (no ablations)")
-        from .reproduce import PARAMETERS as _RUNNER_PARAMETERS  # injected into every notebook: not named
+        from .notebooks import PARAMETERS as _RUNNER_PARAMETERS  # injected into every notebook: not named
 
         stamps = executed_stamps(root)
         if stamps:  # every executed notebook's own code version and extra parameters, however many runs made them

@@ -30,6 +30,7 @@ import numpy as np
 
 from .config import RunConfig, run_config_diff
 from .records import SUMMARY_FORMS, append_summary, summary_rows
+from .rundir import TRAIN_LOG, RunDir, deployed_form, finished_runs  # noqa: F401  (deployed_form: the notebooks' name)
 
 PathLike = Union[str, "os.PathLike[str]"]
 RUN_LOG = "run.log"
@@ -95,14 +96,6 @@ def _set_arg(key: str, value: Any) -> str:
     """``--set`` text for a config value that the CLI parses back to the same value (strings as they are,
     everything else as a Python literal)."""
     return f"{key}={value}" if isinstance(value, str) else f"{key}={value!r}"
-
-
-def deployed_form(forms: Mapping[str, Any]) -> str:
-    """The form a method deploys: ``absorbed`` for pruning methods, else its single trained form."""
-    for f in ("absorbed", "teacher", "student"):
-        if f in forms:
-            return f
-    return next(iter(forms))
 
 
 @contextlib.contextmanager
@@ -330,7 +323,7 @@ class Study:
     def pretrain_path(self, arch: Optional[Mapping[str, Any]] = None) -> str:
         """The study's pre-trained backbone (one per study and backbone, shared by every seed), as stored in
         configs."""
-        return str(Path(self._cli_dir(self.pretrain_spec(arch))) / "model.pt")
+        return str(RunDir(self._cli_dir(self.pretrain_spec(arch))).model_path)
 
     def _needs_pretrain(self, spec: RunSpec) -> bool:
         return self._run_overrides(spec).get("pretrained_path") == self.pretrain_path(self.arch_overrides(spec))
@@ -338,7 +331,7 @@ class Study:
     def teacher_path(self, seed: Optional[int] = None, arch: Optional[Mapping[str, Any]] = None) -> str:
         """The teacher checkpoint a distillation run of ``seed`` (on backbone ``arch``) uses, as stored in its
         config."""
-        return str(Path(self._cli_dir(self.teacher_spec(seed, arch))) / "model.pt")
+        return str(RunDir(self._cli_dir(self.teacher_spec(seed, arch))).model_path)
 
     def config(self, spec: Union[str, RunSpec], seed: Optional[int] = None,
                overrides: Optional[Mapping[str, Any]] = None) -> RunConfig:
@@ -383,7 +376,7 @@ class Study:
     def _finished(self, job: _Job) -> Optional[Dict[str, Any]]:
         """The reusable metrics of a job's folder, or None when it must (re)train. A finished run with
         another config raises unless forced."""
-        path = job.run_dir / "metrics.json"
+        path = RunDir(job.run_dir).metrics_path
         if not path.is_file():
             return None
         try:
@@ -403,7 +396,7 @@ class Study:
             shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(diff.items())[:6])
             raise FileExistsError(f"{job.run_dir} holds a finished run with a different config ({shown}); "
                                   "pass force=True to re-run it, or use another runs_dir")
-        from .engine.distiller import file_sha256
+        from .fileio import file_sha256
 
         if job.cfg.student_init == "checkpoint" and job.cfg.pretrained_path:
             pp = self._abs(job.cfg.pretrained_path)
@@ -442,7 +435,7 @@ class Study:
         stages = METHODS.get(job.spec.method).stages(job.cfg)
         done = 0
         for stage in stages:
-            log = job.run_dir / stage.subdir / "train_log.csv"
+            log = RunDir(job.run_dir / stage.subdir).path / TRAIN_LOG
             if log.is_file():
                 with open(log) as fh:
                     done += max(0, sum(1 for _ in fh) - 1)
@@ -530,7 +523,7 @@ class Study:
                 append_summary(self.summary_csv, rows)
 
     def _collect(self, job: _Job) -> Dict[str, Any]:
-        metrics = json.loads((job.run_dir / "metrics.json").read_text())
+        metrics = RunDir(job.run_dir).metrics
         diff = run_config_diff(metrics.get("config", {}), job.cfg)
         if diff:
             raise RuntimeError(f"{job.run_dir}: the training subprocess built a different config than the study "
@@ -608,7 +601,7 @@ class Study:
                 for job in [j for j in running if j.proc.poll() is not None]:
                     running.remove(job)
                     rc = job.proc.returncode
-                    if rc != 0 or not (job.run_dir / "metrics.json").is_file():
+                    if rc != 0 or not RunDir(job.run_dir).finished:
                         failed.append((job, f"exit status {rc}"))
                         failed_specs.add(job.spec)
                         self._log(f"{job.spec.name}: FAILED (exit status {rc}), log {job.run_dir / RUN_LOG}")
@@ -683,10 +676,7 @@ class Study:
 
     # ---------------------------------------------------------------------------------------------- reading
     def metrics(self, run_dir: PathLike) -> Dict[str, Any]:
-        path = Path(run_dir) / "metrics.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: the run has not finished")
-        return json.loads(path.read_text())
+        return RunDir(run_dir).metrics
 
     def load_runs(self, all_presets: bool = False):
         """One row per (run, form) of every finished run under ``runs_dir/<preset>/`` (every preset with
@@ -697,10 +687,9 @@ class Study:
         import pandas as pd
 
         root = self._abs(self.runs_dir)
-        paths = sorted(root.glob("*/*/metrics.json") if all_presets else (root / self.preset).glob("*/metrics.json"))
         rows = []
-        for p in paths:
-            m = json.loads(p.read_text())
+        for rd in finished_runs(root, "*/*" if all_presets else f"{self.preset}/*"):
+            m, p = rd.metrics, rd.metrics_path
             if not set(m["forms"]) & set(SUMMARY_FORMS):
                 continue
             cfg = m.get("config", {})
@@ -723,33 +712,13 @@ class Study:
 
     @staticmethod
     def train_log(run_dir: PathLike):
-        """The per-epoch training log of a run; two-stage methods' stage logs are concatenated with columns
-        ``stage`` and ``global_epoch`` (epochs counted across stages)."""
-        import pandas as pd
-
-        run_dir = Path(run_dir)
-        logs = [(run_dir.name, run_dir / "train_log.csv")] if (run_dir / "train_log.csv").is_file() else \
-            [(p.parent.name, p) for p in sorted(run_dir.glob("stage*/train_log.csv"))]
-        if not logs:
-            raise FileNotFoundError(f"{run_dir}: no train_log.csv (nor stage*/train_log.csv)")
-        frames, offset = [], 0
-        for stage, path in logs:
-            df = pd.read_csv(path)
-            df.insert(0, "stage", stage)
-            df["global_epoch"] = df["epoch"] + offset
-            offset += int(df["epoch"].max())
-            frames.append(df)
-        return pd.concat(frames, ignore_index=True)
+        """:meth:`deap_lib.rundir.RunDir.train_log` of ``run_dir``."""
+        return RunDir(run_dir).train_log()
 
     @staticmethod
     def pruner_norms(run_dir: PathLike) -> Dict[int, np.ndarray]:
-        """``{epoch: all pruner norms}`` of a PCP run (last stage of a two-stage run); empty if none."""
-        run_dir = Path(run_dir)
-        paths = [run_dir / "pruner_norms.json"] + sorted(run_dir.glob("stage*/pruner_norms.json"), reverse=True)
-        for p in paths:
-            if p.is_file():
-                return {int(k): np.asarray(v, dtype=np.float64) for k, v in json.loads(p.read_text()).items()}
-        return {}
+        """:meth:`deap_lib.rundir.RunDir.pruner_norms` of ``run_dir``."""
+        return RunDir(run_dir).pruner_norms()
 
 
 def dataset_grid(dataset, n_ids: int = 6, *, max_cams: int = 6, seed: int = 0, size: int = 64):

@@ -1,7 +1,7 @@
 import pytest
 
 from deap_lib.config import RunConfig, apply_overrides, config_from_dict, parse_set_args
-from deap_lib.engine.checkpoint import config_diff
+from deap_lib.config import config_diff
 
 
 def test_round_trip_and_overrides():

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from deap_lib.config import config_diff
+from deap_lib.fileio import file_sha256
 from deap_lib.engine import (
     CheckpointError,
     ConfigMismatchError,
@@ -22,8 +24,6 @@ from deap_lib.engine import (
     build_optimizer,
     build_scheduler,
     capture_rng_state,
-    config_diff,
-    file_sha256,
     load_checkpoint,
     read_csv,
     restore_rng_state,

@@ -19,7 +19,8 @@ import pytest
 
 from deap_lib import results as R
 from deap_lib.study import deployed_form
-from deap_lib.reproduce import (NOTEBOOKS, PARAMETERS, clear_stage_outputs, kernel_python, notebook_dir,
+from deap_lib.notebooks import NOTEBOOKS, PARAMETERS, notebook_dir
+from deap_lib.reproduce import (clear_stage_outputs, kernel_python,
                                  notebook_parameters, reproduce)
 
 REPO = Path(__file__).resolve().parents[1]

@@ -408,7 +408,7 @@ def test_cli_builds_the_study_config(tmp_path, monkeypatch):
     """The subprocess command, parsed by the real CLI, yields exactly the config the Study compares with."""
     import deap_lib.methods as methods
     from deap_lib.__main__ import main
-    from deap_lib.engine.checkpoint import config_diff
+    from deap_lib.config import config_diff
     from deap_lib.study import _Job
 
     seen = {}
@@ -682,7 +682,7 @@ def test_pretraining_stage_runs_first_and_is_shared(tmp_path):
     own corpus beside the study's data), records its hash, and is retrained when the pre-training is redone."""
     import torch
 
-    from deap_lib.engine.distiller import file_sha256
+    from deap_lib.fileio import file_sha256
     from deap_lib.export import load_compact, save_compact
 
     s = Study("quick", data_root=tmp_path / "data", runs_dir=tmp_path / "runs", results_dir=tmp_path / "r",

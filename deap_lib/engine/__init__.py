@@ -3,18 +3,14 @@ the epoch loop, distillation wrapper and DDP helpers."""
 from .checkpoint import (
     CheckpointError,
     ConfigMismatchError,
-    atomic_write,
-    atomic_write_text,
     capture_rng_state,
     check_config,
-    config_diff,
     load_checkpoint,
-    remove_stale_temps,
     restore_rng_state,
     save_checkpoint,
 )
 from .csvlog import read_csv, write_csv
-from .distiller import TEACHER_BN_MODES, Distiller, file_sha256, state_dict_sha256
+from .distiller import TEACHER_BN_MODES, Distiller
 from .distributed import (
     DistInfo,
     RankSlicedBatchSampler,

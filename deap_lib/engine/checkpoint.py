@@ -5,17 +5,15 @@ tensors and plain Python containers), so RNG states are stored as tensors/ints, 
 """
 from __future__ import annotations
 
-import contextlib
-import os
 import random
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 
-PathLike = Union[str, "os.PathLike[str]"]
+from ..config import config_diff
+from ..fileio import PathLike, atomic_write
 
 
 class CheckpointError(RuntimeError):
@@ -24,64 +22,6 @@ class CheckpointError(RuntimeError):
 
 class ConfigMismatchError(RuntimeError):
     """Resuming with a configuration that differs from the one the checkpoint was written with."""
-
-
-# --------------------------------------------------------------------------------------------------
-# atomic writes
-# --------------------------------------------------------------------------------------------------
-def _fsync_dir(directory: Path) -> None:
-    """Persist a rename on POSIX; silently skipped where directories cannot be opened (Windows)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: PathLike, write: Callable[[Any], None], *, binary: bool = True) -> Path:
-    """Call ``write(fileobj)`` on a temp file in ``path``'s folder, fsync it, then ``os.replace`` it.
-
-    Either the old file or the complete new one is at ``path``; on any exception the temp file is removed
-    and the old file is untouched. (A SIGKILL mid-write can leave a ``.<name>.*.tmp`` file behind, never a
-    truncated ``path``; :func:`remove_stale_temps` cleans those.)
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def atomic_write_text(path: PathLike, text: str) -> Path:
-    return atomic_write(path, lambda f: f.write(text), binary=False)
-
-
-def remove_stale_temps(path: PathLike) -> list[Path]:
-    """Delete leftover temp files of :func:`atomic_write` for ``path`` (e.g. after a SIGKILL)."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        return []
-    removed = []
-    for p in path.parent.glob(f".{path.name}.*.tmp"):
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
-            removed.append(p)
-    return removed
 
 
 def save_checkpoint(path: PathLike, state: Mapping[str, Any]) -> Path:
@@ -163,49 +103,6 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
 # --------------------------------------------------------------------------------------------------
 # config comparison
 # --------------------------------------------------------------------------------------------------
-_MISSING = "<missing>"
-
-
-def _flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(cfg, Mapping):
-        out: dict[str, Any] = {}
-        for k, v in cfg.items():
-            key = f"{prefix}.{k}" if prefix else str(k)
-            out.update(_flatten(v, key) if isinstance(v, Mapping) and v else {key: _normalise(v)})
-        return out
-    return {prefix: _normalise(cfg)}
-
-
-def _normalise(v: Any) -> Any:
-    if isinstance(v, (list, tuple)):
-        return [_normalise(x) for x in v]
-    if isinstance(v, Mapping):
-        return {str(k): _normalise(x) for k, x in v.items()}
-    if isinstance(v, Path):
-        return str(v)
-    return v
-
-
-def config_diff(a: Mapping[str, Any], b: Mapping[str, Any], *,
-                added_defaults: Optional[Mapping[str, Any]] = None) -> dict[str, tuple[Any, Any]]:
-    """``{dotted.key: (value_in_a, value_in_b)}`` for every leaf that differs (``"<missing>"`` if absent).
-
-    Nested dicts are compared leaf by leaf; tuples and lists compare equal when their items do.
-    ``added_defaults``: a key missing from ``a`` (a config saved before the key existed) is no difference
-    when ``b`` holds it at its value there (the default).
-    """
-    fa, fb = _flatten(a), _flatten(b)
-    fd = _flatten(added_defaults) if added_defaults else {}
-    diff = {}
-    for key in sorted(set(fa) | set(fb)):
-        va, vb = fa.get(key, _MISSING), fb.get(key, _MISSING)
-        if va is _MISSING and key in fd and vb == fd[key]:
-            continue
-        if va != vb:
-            diff[key] = (va, vb)
-    return diff
-
-
 def check_config(saved: Mapping[str, Any], current: Mapping[str, Any], *, allow_config_change: bool = False,
                  what: str = "config", source: str = "checkpoint") -> dict[str, tuple[Any, Any]]:
     """Raise :class:`ConfigMismatchError` listing the differences unless ``allow_config_change``."""

@@ -10,7 +10,7 @@ import io
 from pathlib import Path
 from typing import Any, Mapping, Sequence, Union
 
-from .checkpoint import atomic_write_text
+from ..fileio import atomic_write_text
 
 
 def write_csv(path: Union[str, Path], rows: Sequence[Mapping[str, Any]]) -> Path:

@@ -13,38 +13,16 @@
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 import torch
 from torch import nn
 
+from ..fileio import file_sha256, state_dict_sha256
 from .distributed import unwrap, wrap_ddp
 
 TEACHER_BN_MODES = ("eval", "train")
-
-
-def file_sha256(path: Union[str, Path], chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def state_dict_sha256(state: Mapping[str, torch.Tensor]) -> str:
-    """SHA-256 over (name, dtype, shape, raw bytes) of every tensor, in sorted key order."""
-    h = hashlib.sha256()
-    for key in sorted(state):
-        t = state[key]
-        if not isinstance(t, torch.Tensor):
-            h.update(f"{key}={t!r};".encode())
-            continue
-        t = t.detach().cpu().contiguous()
-        h.update(f"{key}:{t.dtype}:{tuple(t.shape)};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 class Distiller(nn.Module):

@@ -50,13 +50,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from ..fileio import atomic_write_text, remove_stale_temps
 from .checkpoint import (
     CheckpointError,
-    atomic_write_text,
     capture_rng_state,
     check_config,
     load_checkpoint,
-    remove_stale_temps,
     restore_rng_state,
     save_checkpoint,
 )

@@ -1,28 +1,22 @@
 """Named recipes (methods) and presets; ``run(cfg, out_dir)`` trains, prunes, evaluates and records one run.
 
-Methods (``METHODS`` registry): pretrain, teacher, student, kd, np, deap, cdd, crkd, kd_np_direct, kd_then_np, np_then_kd,
-structure_kd, thinned_kd; a
-plugin module registers more (``METHODS.register(name, cls)``; ``python -m deap_lib --plugin FILE ...``).
+Methods (``METHODS`` registry, :mod:`deap_lib.methods.registry`): each module of this package defines its
+methods and registers them with ``@register_method``; the package imports every module, so a new method is a
+new file. ``python -m deap_lib --plugin FILE ...`` imports a file from elsewhere that does the same.
 Presets (``PRESETS`` registry): quick, cpu, paper.
 """
-from ..registry import Registry
-from .base import Method, RunContext, Stage, UserError
-from .cdd import CDD
-from .crkd import CrossResolutionKD
-from .deap import DEAP
-from .direct import KDNPDirect
-from .kd import KD
-from .np import NP
-from .sequential import KDThenNP, NPThenKD, Sequential
-from .structure import StructureKD, ThinnedKD
-from .task import Pretrain, Student, Teacher
+import importlib
+import pkgutil
 
-METHODS: Registry = Registry("method")
-for _cls in (Pretrain, Teacher, Student, KD, NP, DEAP, CDD, CrossResolutionKD, KDNPDirect, KDThenNP,
-             NPThenKD, StructureKD, ThinnedKD):
-    METHODS.register(_cls.name, _cls)
+from .base import Method, RunContext, Stage, UserError
+from .registry import METHODS, register_method
+
+for _mod in pkgutil.iter_modules(__path__):  # each method module registers its methods on import
+    importlib.import_module(f"{__name__}.{_mod.name}")
 
 from .presets import PRESETS, get_preset  # noqa: E402
 from .runner import run  # noqa: E402
+from .sequential import Sequential  # noqa: E402
 
-__all__ = ["METHODS", "PRESETS", "get_preset", "run", "Method", "RunContext", "Stage", "UserError", "Sequential"]
+__all__ = ["METHODS", "PRESETS", "get_preset", "run", "register_method", "Method", "RunContext", "Stage", "UserError",
+           "Sequential"]

@@ -23,6 +23,7 @@ from typing import Any, Dict, Mapping, Optional
 from ..losses import BlockFeatureLoss, KLDistill
 from ..resetting import GradientResetting
 from .base import Method, PruningMixin, UserError
+from .registry import register_method
 
 
 @dataclass
@@ -37,6 +38,7 @@ class CDDArgs:
     mask_distance: str = "cosine"  # neighbour search: cosine | l2 (release: cosine)
 
 
+@register_method
 class CDD(PruningMixin, Method):
     name = "cdd"
     needs_teacher = True

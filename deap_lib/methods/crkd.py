@@ -33,8 +33,9 @@ from ..engine import OptimizerSpec
 from ..losses import KLDistill
 from ..losses.cross_resolution import (embedding_l2, mmd2_unbiased, pairwise_similarity_loss,
                                        resolution_temperature)
-from ..resolution import hr_size, scale_of
+from ..config import hr_size, scale_of
 from .base import Method, UserError
+from .registry import register_method
 
 TEMPERATURE_RULES = ("gap", "fixed")
 
@@ -64,6 +65,7 @@ class Discriminator(nn.Module):
         return self.net(f).squeeze(1)
 
 
+@register_method
 class CrossResolutionKD(Method):
     name = "crkd"
     needs_teacher = True

@@ -8,8 +8,10 @@ conv3 inputs) by the same selection, cutting and absorption code as DEAP, throug
 """
 from ..pruning import gate_lasso
 from .base import DistillMixin, Method, PruningMixin
+from .registry import register_method
 
 
+@register_method
 class KDNPDirect(DistillMixin, PruningMixin, Method):
     name = "kd_np_direct"
     needs_teacher = True

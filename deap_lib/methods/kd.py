@@ -1,7 +1,9 @@
 """``kd``: the student distilled with DEAP's losses (KL + DL + ARKD), no pruning."""
 from .base import DistillMixin, Method
+from .registry import register_method
 
 
+@register_method
 class KD(DistillMixin, Method):
     name = "kd"
     needs_teacher = True

@@ -1,7 +1,9 @@
 """``np``: network pruning alone - PCP pruners + group lasso, no distillation, then absorb."""
 from .base import Method, PruningMixin
+from .registry import register_method
 
 
+@register_method
 class NP(PruningMixin, Method):
     name = "np"
     pcp = "deap"

@@ -22,11 +22,10 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 
-from ..config import RunConfig, run_config_diff
+from ..config import RunConfig, config_diff, hr_size, is_paired, run_config_diff
 from ..data.run_data import RunData
 from ..engine import Trainer
-from ..engine.checkpoint import atomic_write_text, config_diff
-from ..engine.distiller import file_sha256, state_dict_sha256
+from ..fileio import atomic_write_text, file_sha256, state_dict_sha256
 from ..engine.distributed import (auto_device, barrier, get_rank, get_world_size, is_distributed,
                                   is_main_process, wrap_ddp)
 from ..engine.precision import legacy_precision, resolve_channels_last, resolve_precision
@@ -36,9 +35,9 @@ from ..export import load_compact, save_compact
 from ..inference import evaluate_model
 from ..models import ReIDNet, build_model, load_pretrained
 from ..pruning import plain_to_pcp
-from ..resolution import hr_size, is_paired
 from ..records import Recorder, append_summary, code_version, summary_rows
-from . import METHODS
+from ..rundir import PRUNER_NORMS, RunDir
+from .registry import METHODS
 from .base import Method, RunContext, UserError, parse_args, teacher_missing_message
 
 
@@ -192,7 +191,7 @@ def train_stage(method: Method, data: RunData, out_dir: Path, *, device: torch.d
     cfg = method.cfg
     total = cfg.optim.epochs
     student = method.net
-    norms_path = out_dir / "pruner_norms.json"
+    norms_path = out_dir / PRUNER_NORMS
     norms_log: Dict[str, List[float]] = json.loads(norms_path.read_text()) if resume and norms_path.exists() else {}
 
     def log_pruners(trainer, epoch, row):
@@ -285,7 +284,7 @@ def run(cfg: RunConfig, out_dir: Union[str, Path], *, resume: bool = False, forc
     :class:`~deap_lib.methods.base.UserError` before any training.
     """
     out_dir = Path(out_dir)
-    metrics_path = out_dir / "metrics.json"
+    metrics_path = RunDir(out_dir).metrics_path
     if metrics_path.exists() and not force:
         old = json.loads(metrics_path.read_text())
         diff = finished_run_diff(old, cfg)
@@ -329,7 +328,7 @@ def run(cfg: RunConfig, out_dir: Union[str, Path], *, resume: bool = False, forc
     if not is_main_process():
         return {"rank": get_rank(), "world_size": get_world_size(), "param_sha256": hashes}
     if len(stages) == 1:
-        save_compact(copy.deepcopy(method.net).cpu(), str(out_dir / "model.pt"))
+        save_compact(copy.deepcopy(method.net).cpu(), str(RunDir(out_dir).model_path))
     extra = (stages[-1].compress or type(method).compress)(method, ctx)
 
     metrics = {

@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Tuple
 from ..compression import compress_student, cut
 from ..pruning import plain_to_pcp, recalibrate_bn
 from .base import Method, RunContext, Stage, UserError
+from .registry import register_method
 
 
 def stage_config(cfg):
@@ -64,7 +65,7 @@ class Sequential(Method):
 
     @classmethod
     def stages(cls, cfg) -> List[Stage]:
-        from . import METHODS
+        from .registry import METHODS
 
         scfg = stage_config(cfg)
         first, second = (METHODS.get(n) for n in cls.order)
@@ -75,11 +76,13 @@ class Sequential(Method):
                 Stage(second, scfg, f"stage2_{second.name}")]
 
 
+@register_method
 class KDThenNP(Sequential):
     name = "kd_then_np"
     order = ("kd", "np")
 
 
+@register_method
 class NPThenKD(Sequential):
     name = "np_then_kd"
     order = ("np", "kd")

@@ -53,6 +53,7 @@ from ..export import save_compact
 from ..losses.sparsity import gate_soft_threshold_
 from ..models.gates import group_norms, zero_channels_
 from .base import DistillMixin, Method, UserError
+from .registry import register_method
 from .kd import KD
 
 
@@ -78,6 +79,7 @@ def _check(budget: float, floor: float, kind: str) -> None:
         raise UserError(f"prune.target_macs: {e}") from None
 
 
+@register_method
 class StructureKD(DistillMixin, Method):
     name = "structure_kd"
     needs_teacher = True
@@ -255,6 +257,7 @@ class StructureKD(DistillMixin, Method):
         return compress_student(self.net, pc, ctx.rec, ctx.data.recalib_batches, masks=masks, rule=rule)
 
 
+@register_method
 class ThinnedKD(KD):
     """``thinned_kd``: every prunable width scaled by one multiplier solved for the budget
     (:func:`~deap_lib.budget.uniform_widths`), the channels kept being each gate's largest BN pairs of the

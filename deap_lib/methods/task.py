@@ -1,7 +1,9 @@
 """``teacher`` and ``student``: the plain re-ID recipe (CE-LS + triplet), no distillation, no pruning."""
 from .base import Method
+from .registry import register_method
 
 
+@register_method
 class Teacher(Method):
     """The heavy model every distillation method learns from (trained like the student, recorded as
     form ``teacher``). The released code ships no teacher script; METHODS 6.1 records our assumption."""
@@ -10,6 +12,7 @@ class Teacher(Method):
     form = "teacher"
 
 
+@register_method
 class Pretrain(Method):
     """The stand-in for ImageNet pre-training (ours; METHODS 1.2: the paper starts teacher and student from
     ImageNet weights): identity classification (CE-LS + triplet) of a generic backbone on a corpus disjoint
@@ -24,6 +27,7 @@ class Pretrain(Method):
     own_data = True
 
 
+@register_method
 class Student(Method):
     """The student architecture trained alone: the no-KD, no-pruning baseline."""
 
