@@ -13,11 +13,12 @@ else
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 endif
 
-# Study settings (override on the command line: make reproduce PRESET=paper DATA=/path/to/VeRi)
+# Study settings (override on the command line: make reproduce PRESET=paper DATA=/path/to/VeRi). OUT empty:
+# results/ (and the README) for the cpu preset, the committed study; runs/PRESET/results for any other.
 PRESET ?= cpu
 DATASET ?= veri
 DATA ?=
-OUT ?= results
+OUT ?=
 FORCE ?= 0
 PYTEST_ARGS ?=
 
@@ -42,10 +43,10 @@ test: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
 reproduce: $(STAMP)
-	$(PY) -m deap_lib reproduce --preset $(PRESET) --dataset $(DATASET) $(if $(DATA),--data $(DATA),) --out $(OUT) $(if $(filter 1,$(FORCE)),--force,)
+	$(PY) -m deap_lib reproduce --preset $(PRESET) --dataset $(DATASET) $(if $(DATA),--data $(DATA),) $(if $(OUT),--out $(OUT),) $(if $(filter 1,$(FORCE)),--force,)
 
 reproduce-full: $(STAMP)
-	$(PY) -m deap_lib reproduce --full --preset $(PRESET) --dataset $(DATASET) $(if $(DATA),--data $(DATA),) --out $(OUT) $(if $(filter 1,$(FORCE)),--force,)
+	$(PY) -m deap_lib reproduce --full --preset $(PRESET) --dataset $(DATASET) $(if $(DATA),--data $(DATA),) $(if $(OUT),--out $(OUT),) $(if $(filter 1,$(FORCE)),--force,)
 
 # JupyterLab at the repository root (notebooks/ and the executed ones in results/executed/ both reachable),
 # new notebooks on the project's kernel; jupytext's contents manager (installed with jupytext) keeps every

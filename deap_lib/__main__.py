@@ -196,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--preset", default="cpu", help="quick, cpu, paper")
     r.add_argument("--dataset", default=None, help="dataset name (default: the preset's)")
     r.add_argument("--data", default=None, help="dataset root (default: the preset's; generated if synthetic)")
-    r.add_argument("--out", default="results", help="results folder")
+    r.add_argument("--out", default=None, help="results folder (default: results/ for the cpu preset, the "
+                   "committed study; RUNS/PRESET/results for any other)")
     r.add_argument("--runs", default="runs", help="run folders (RUNS/PRESET/...)")
     r.add_argument("--epochs", type=int, default=None, help="epochs of every run (default: the preset's)")
     r.add_argument("--seed", type=int, default=0)
@@ -205,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--full", action="store_true", help="also the full study's extras (ablations)")
     r.add_argument("--force", action="store_true", help="re-execute every notebook and re-train every run")
     r.add_argument("--notebooks", nargs="+", default=None, metavar="NAME", help="only these (e.g. 00_data)")
-    r.add_argument("--readme", default="README.md")
+    r.add_argument("--readme", default="auto", help="README whose results section is refreshed (default: "
+                   "README.md for the cpu preset into results/, none otherwise)")
     r.add_argument("--no-readme", action="store_true", help="leave the README alone")
     r.add_argument("--kernel", default="python3", help="Jupyter kernel (must run this interpreter)")
     r.add_argument("--param", action="append", metavar="NAME=VALUE",

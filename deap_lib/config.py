@@ -44,6 +44,10 @@ class DataConfig:
     #: "batched": uint8 images augmented a whole batch at a time as tensors (deap_lib.data.batched, same
     #: images as "per_image" for the same seed); "per_image": the torchvision/PIL transform per sample
     pipeline: str = "batched"
+    #: the validation split (probes, choices, periodic evaluations, plateau checks): the query / gallery of the
+    #: VeRi-format set at val_root ("" = none: periodic evaluations read the test split and say so)
+    val_root: str = ""
+    val_synthetic: str = ""  # "" = real data at val_root; else a SYNTHETIC set generated there when missing
 
 
 @dataclass

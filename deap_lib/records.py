@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import subprocess
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -19,12 +19,15 @@ from . import __version__
 from .complexity import profile
 from .fileio import atomic_write_text
 from .inference import evaluate_model, per_query_arrays
+from .machine import machine_label, run_machine
 from .rundir import RunDir
 
 log = logging.getLogger(__name__)
 
 SUMMARY_COLUMNS = ["run", "method", "preset", "dataset", "seed", "form", "mAP", "rank1", "rank5", "rank10",
-                   "mINP", "params_m", "macs_g"]
+                   "mINP", "params_m", "macs_g", "val_mAP", "epochs", "start", "machine", "code"]
+#: the columns a summary file written before they existed may lack (read back as empty)
+LATER_COLUMNS = ("val_mAP", "epochs", "start", "machine", "code")
 #: the model forms that get a summary row (others, e.g. ``pruned_no_recalib``, stay in metrics.json)
 SUMMARY_FORMS = ("teacher", "student", "unpruned", "pruned", "absorbed")
 #: the tracked paths that make up the code (``results/``, the README and data are outputs, not code)
@@ -33,10 +36,13 @@ CODE_PATHS = ("deap_lib", "notebooks", "benchmarks", "pyproject.toml", "environm
 
 def summary_rows(metrics: Dict[str, Any]) -> List[Dict[str, Any]]:
     """The ``summary.csv`` rows of one run's metrics (metrics in percent, params in M, MACs in G)."""
+    machine = machine_label(run_machine(metrics))
+    epochs = metrics.get("epochs", metrics.get("config", {}).get("optim", {}).get("epochs"))
     return [{"run": metrics["run"], "method": metrics["method"], "preset": metrics["preset"],
              "dataset": metrics["dataset"], "seed": metrics["seed"], "form": form, "mAP": r["mAP"],
              "rank1": r["rank1"], "rank5": r["rank5"], "rank10": r["rank10"], "mINP": r["mINP"],
-             "params_m": r["params_no_classifier"] / 1e6, "macs_g": r["macs"] / 1e9}
+             "params_m": r["params_no_classifier"] / 1e6, "macs_g": r["macs"] / 1e9, "val_mAP": r.get("val_mAP"),
+             "epochs": epochs, "start": metrics.get("start"), "machine": machine, "code": metrics.get("code_version")}
             for form, r in metrics["forms"].items() if form in SUMMARY_FORMS]
 
 
@@ -48,7 +54,10 @@ def append_summary(path: Union[str, Path], rows: List[Dict[str, Any]]) -> None:
     new = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     if path.exists():
         old = pd.read_csv(path)
-        missing = [c for c in SUMMARY_COLUMNS if c not in old.columns]
+        missing = [c for c in SUMMARY_COLUMNS if c not in old.columns and c not in LATER_COLUMNS]
+        for c in LATER_COLUMNS:
+            if c not in old.columns:
+                old[c] = None
         if missing:
             raise ValueError(f"{path}: not a summary file (missing columns {missing})")
         keys = set(zip(new["run"], new["form"]))
@@ -77,12 +86,14 @@ def code_version(root: Optional[Union[str, Path]] = None) -> str:
 
 
 class Recorder:
-    """Evaluates model forms on the run's query / gallery loaders and collects their records."""
+    """Evaluates model forms on the run's query / gallery loaders (the test split: the reported numbers) and,
+    given ``val`` (its query and gallery loaders), on the validation split too (``val_mAP`` / ``val_rank1``,
+    what probes and choices read), and collects their records."""
 
     def __init__(self, query, gallery, out_dir: Union[str, Path], device: torch.device, *,
-                 input_size, seed: int = 0):
+                 input_size, seed: int = 0, val: Optional[Tuple[Any, Any]] = None):
         self.query, self.gallery, self.out_dir, self.device = query, gallery, Path(out_dir), device
-        self.input_size, self.seed = tuple(input_size), seed
+        self.input_size, self.seed, self.val = tuple(input_size), seed, val
         self.forms: Dict[str, Dict[str, Any]] = {}
 
     def add(self, form: str, model: torch.nn.Module) -> Dict[str, Any]:
@@ -92,6 +103,9 @@ class Recorder:
         cx = profile(model, self.input_size)
         rec = {**summary, "params": int(cx["params"]), "params_no_classifier": int(cx["params_no_classifier"]),
                "macs": int(cx["macs"])}
+        if self.val is not None:
+            val, _ = evaluate_model(model, *self.val, device=self.device, seed=self.seed, n_boot=200)
+            rec.update({f"val_{k}": val[k] for k in ("mAP", "mAP_low", "mAP_high", "rank1")})
         self.forms[form] = rec
         log.info("%s: mAP %.2f rank1 %.2f params %.3f M MACs %.4f G", form, rec["mAP"], rec["rank1"],
                  rec["params_no_classifier"] / 1e6, rec["macs"] / 1e9)

@@ -75,6 +75,19 @@ def _stamp_key(stamp: Dict[str, Any]) -> Dict[str, Any]:
     return {"parameters": stamp.get("parameters"), "notebook_sha256": stamp.get("notebook_sha256")}
 
 
+def _covers(old: Dict[str, Any], new: Dict[str, Any]) -> bool:
+    """Whether an executed notebook's stamp serves a request: the same parameters and notebook, or a full
+    execution where the core one is asked for (the full part extends the core; a core run on top of a full
+    study keeps the full study's outputs)."""
+    if _stamp_key(old) == _stamp_key(new):
+        return True
+    op, np_ = dict(old.get("parameters") or {}), dict(new.get("parameters") or {})
+    if op.get("full") is True and np_.get("full") is False:
+        op["full"] = False
+        return _stamp_key({**old, "parameters": op}) == _stamp_key(new)
+    return False
+
+
 class ProgressEcho:
     """The file papermill writes the notebook's printed output to: passes the study's own lines (``[study]``
     runs starting and finishing, ``[progress]`` the live epoch counts and time left) on to ``stream``, so
@@ -154,15 +167,37 @@ def clear_stage_outputs(results_dir: Path, name: str) -> List[Path]:
     return removed
 
 
+#: the preset of the committed study: only its results go to ``results/`` and into the README by default
+STUDY_PRESET = "cpu"
+STUDY_OUT = "results"
+
+
+def default_out(preset: str, runs_dir: PathLike = "runs") -> str:
+    """Where a preset's study writes by default: ``results/`` for the committed study's preset, else
+    ``<runs_dir>/<preset>/results`` (beside its runs), so a smoke run never rewrites the committed study."""
+    return STUDY_OUT if preset == STUDY_PRESET else str(Path(runs_dir) / preset / "results")
+
+
+def default_readme(preset: str, out: PathLike, readme: Optional[PathLike] = "auto") -> Optional[PathLike]:
+    """The README whose results section a study refreshes: with ``readme="auto"``, ``README.md`` for the
+    committed study (its preset into ``results/``) and none otherwise; an explicit path (or None) as given."""
+    if readme != "auto":
+        return readme
+    return "README.md" if preset == STUDY_PRESET and Path(out) == Path(STUDY_OUT) else None
+
+
 def reproduce(preset: str = "cpu", dataset: Optional[str] = None, data_root: Optional[str] = None,
-              out: PathLike = "results", runs_dir: PathLike = "runs", *, force: bool = False, full: bool = False,
-              epochs: Optional[int] = None, seed: int = 0, jobs: int = 2, device: Optional[str] = None,
-              notebooks: Optional[Sequence[str]] = None, readme: Optional[PathLike] = "README.md",
+              out: Optional[PathLike] = None, runs_dir: PathLike = "runs", *, force: bool = False,
+              full: bool = False, epochs: Optional[int] = None, seed: int = 0, jobs: int = 2,
+              device: Optional[str] = None, notebooks: Optional[Sequence[str]] = None,
+              readme: Optional[PathLike] = "auto",
               kernel_name: str = "python3", cwd: Optional[PathLike] = None,
               parameters: Optional[Dict[str, Any]] = None,
               log: Callable[[str], None] = print, echo: Optional[Any] = None) -> List[Dict[str, Any]]:
     """Execute the study notebooks in order (see the module docstring); returns one dict per notebook
-    (name, executed, path, seconds). ``readme=None`` leaves the README alone. Paths are relative to ``cwd``
+    (name, executed, path, seconds). ``out``: default :func:`default_out` (the committed ``results/`` only for
+    the cpu preset); ``readme``: default :func:`default_readme` (``None`` leaves it alone). Paths are relative
+    to ``cwd``
     (default: the working directory), where the notebooks' kernels run too. ``parameters``: extra notebook
     parameters (e.g. ``{"target_macs": 0.5}`` for 02, ``{"latency_rounds": 2}`` for 04), given to the
     notebooks whose parameters cell defines them (and part of their stamps); a name no notebook defines is
@@ -173,6 +208,8 @@ def reproduce(preset: str = "cpu", dataset: Optional[str] = None, data_root: Opt
     from .results import record, render_readme
 
     cwd = Path(cwd) if cwd is not None else Path.cwd()
+    out = default_out(preset, runs_dir) if out is None else out
+    readme = default_readme(preset, out, readme)
     names = list(notebooks) if notebooks is not None else list(NOTEBOOKS)
     unknown = [n for n in names if n not in NOTEBOOKS]
     if unknown:
@@ -205,7 +242,7 @@ def reproduce(preset: str = "cpu", dataset: Optional[str] = None, data_root: Opt
         stamp = {"notebook": name, "parameters": nb_params, "notebook_sha256": _sha256(src),
                  "code_version": version, "outputs": [f"records/{name}.json"]}
         old = json.loads(stamp_path.read_text()) if stamp_path.is_file() else None
-        fresh = (old is not None and not force and not upstream_ran and _stamp_key(old) == _stamp_key(stamp)
+        fresh = (old is not None and not force and not upstream_ran and _covers(old, stamp)
                  and dst.is_file() and all((out_abs / o).is_file() for o in old.get("outputs", [])))
         if fresh:
             note = "" if old.get("code_version") == version else \

@@ -182,6 +182,20 @@ MAIN_COLUMNS = ["label", "run", "method", "form", "seed", "reference", "mAP", "m
                 "p_better"]
 
 
+def one_machine(runs, where: str):
+    """``runs`` (:meth:`deap_lib.study.Study.load_runs` rows) when they all ran on one machine (their
+    ``machine`` label: processor, torch, threads, precision); else a ValueError naming the runs of each
+    machine. Every table and figure of runs passes through it: a table never mixes machines."""
+    if "machine" not in runs.columns or runs.empty:
+        return runs
+    groups = {m: sorted(set(g["run"])) for m, g in runs.groupby(runs["machine"].fillna("unrecorded"))}
+    if len(groups) > 1:
+        named = "; ".join(f"{m}: {', '.join(r[:6])}{' ...' if len(r) > 6 else ''}" for m, r in groups.items())
+        raise ValueError(f"{where}: the runs come from {len(groups)} machines ({named}); a table compares runs "
+                         "of one machine: rerun the others there, or select one machine's runs")
+    return runs
+
+
 def main_table(runs, *, teacher: Optional[str] = None, methods: Optional[Sequence[str]] = None,
                n_boot: int = 1000, seed: int = 0, level: float = 0.95):
     """Teacher vs every run's deployed form (absorbed for pruning methods), DEAP first after the teacher.
@@ -198,6 +212,8 @@ def main_table(runs, *, teacher: Optional[str] = None, methods: Optional[Sequenc
     import pandas as pd
 
     from .evaluation import paired_bootstrap
+
+    one_machine(runs, "main_table")
 
     need = {"run", "run_dir", "method", "seed", "form", "deployed", "mAP", "mAP_low", "mAP_high", "rank1",
             "params_no_classifier", "macs"}
@@ -319,7 +335,9 @@ def _mean_std_ci(values: Sequence[float], level: float) -> Tuple[float, float, f
 
 
 def _one_per_seed(runs, where: str):
-    """The deployed rows of ``runs``; a method with two runs of one seed raises, naming them."""
+    """The deployed rows of ``runs``; a method with two runs of one seed, or runs of two machines, raise,
+    naming them."""
+    one_machine(runs, where)
     dep = runs[runs["deployed"].astype(bool)]
     dup = dep[dep.duplicated(["method", "seed"], keep=False)]
     if not dup.empty:

@@ -29,6 +29,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from .config import RunConfig, run_config_diff
+from .machine import machine_label, run_machine
 from .records import SUMMARY_FORMS, append_summary, summary_rows
 from .rundir import TRAIN_LOG, RunDir, deployed_form, finished_runs  # noqa: F401  (deployed_form: the notebooks' name)
 
@@ -696,6 +697,7 @@ class Study:
             name, method, seed = p.parent.name, m["method"], m["seed"]
             tag = name[len(method) + 1: -len(f"-s{seed}")] if name.startswith(method + "-") else ""
             dep = deployed_form(m["forms"])
+            machine = machine_label(run_machine(m))
             for form, r in m["forms"].items():
                 row = {"run": name, "run_dir": str(p.parent), "method": method, "tag": tag,
                        "preset": m["preset"], "dataset": m["dataset"], "seed": seed, "form": form,
@@ -704,7 +706,8 @@ class Study:
                 row["mAP_text"] = r.get("mAP_text")
                 mc = cfg.get("model", {})
                 row["arch"] = f"{mc.get('arch')} x{mc.get('width')}"
-                row.update(wall_time_s=m.get("wall_time_s"), epochs=cfg.get("optim", {}).get("epochs"),
+                row.update(machine=machine, code=m.get("code_version"), start=m.get("start"))
+                row.update(wall_time_s=m.get("wall_time_s"), epochs=m.get("epochs", cfg.get("optim", {}).get("epochs")),
                            target_macs=cfg.get("prune", {}).get("target_macs"),
                            threshold=cfg.get("prune", {}).get("threshold"))
                 rows.append(row)

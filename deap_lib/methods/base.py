@@ -257,6 +257,18 @@ class Method(nn.Module):
         """The next stage's student (default: this stage's trained student)."""
         return self.net
 
+    def start(self) -> str:
+        """Where the student's weights started (``summary.csv`` ``start``): ``teacher`` (the teacher's weights:
+        ``student_init=checkpoint`` from the teacher's file), ``pretrain`` (another checkpoint), ``imagenet``
+        or ``random``."""
+        cfg = self.cfg
+        if cfg.student_init in ("random", "imagenet"):
+            return cfg.student_init
+        if cfg.teacher_path and cfg.pretrained_path and \
+                Path(cfg.teacher_path).resolve() == Path(cfg.pretrained_path).resolve():
+            return "teacher"
+        return "pretrain"
+
     def compress(self, ctx: RunContext) -> Dict[str, Any]:
         """Record the deployed forms; a pruning method cuts, re-calibrates and absorbs its student
         (:func:`deap_lib.compression.compress_student`). Returns extra entries for ``metrics.json``."""

@@ -35,6 +35,7 @@ from ..export import load_compact, save_compact
 from ..inference import evaluate_model
 from ..models import ReIDNet, build_model, load_pretrained
 from ..pruning import plain_to_pcp
+from ..machine import machine_info
 from ..records import Recorder, append_summary, code_version, summary_rows
 from ..rundir import PRUNER_NORMS, RunDir
 from .registry import METHODS
@@ -211,9 +212,10 @@ def train_stage(method: Method, data: RunData, out_dir: Path, *, device: torch.d
             model = eval_form(student)
             if infer_cl:
                 model = model.to(memory_format=torch.channels_last)
-            summary, _ = evaluate_model(model, data.query, data.gallery, device=device, n_boot=200,
+            split, query, gallery = data.eval_split()
+            summary, _ = evaluate_model(model, query, gallery, device=device, n_boot=200,
                                         precision=rt["precision"], channels_last=infer_cl)
-            return {"eval_mAP": summary["mAP"], "eval_rank1": summary["rank1"]}
+            return {"eval_mAP": summary["mAP"], "eval_rank1": summary["rank1"], "eval_split": split}
 
         hooks.append(periodic_eval)
     method.to(device)
@@ -311,7 +313,8 @@ def run(cfg: RunConfig, out_dir: Union[str, Path], *, resume: bool = False, forc
     if is_main_process():
         out_dir.mkdir(parents=True, exist_ok=True)
     barrier()
-    rec = Recorder(data.query, data.gallery, out_dir, device, input_size=(3, *cfg.model.input_size), seed=cfg.seed)
+    rec = Recorder(data.query, data.gallery, out_dir, device, input_size=(3, *cfg.model.input_size), seed=cfg.seed,
+                   val=(data.val_query, data.val_gallery) if data.has_val else None)
     ctx = RunContext(cfg, data, rec, device, out_dir)
     histories: Dict[str, List[dict]] = {}
     student = build_student(cfg, data.num_classes, stages[0].method.pcp)
@@ -330,6 +333,7 @@ def run(cfg: RunConfig, out_dir: Union[str, Path], *, resume: bool = False, forc
     if len(stages) == 1:
         save_compact(copy.deepcopy(method.net).cpu(), str(RunDir(out_dir).model_path))
     extra = (stages[-1].compress or type(method).compress)(method, ctx)
+    runtime = resolve_runtime(cfg, device)
 
     metrics = {
         "run": run_name or f"{out_dir.parent.name}/{out_dir.name}", "method": cfg.method, "preset": cfg.preset,
@@ -337,7 +341,10 @@ def run(cfg: RunConfig, out_dir: Union[str, Path], *, resume: bool = False, forc
         "device": str(device), "world_size": get_world_size(), "torch": torch.__version__,
         "threads": torch.get_num_threads(), "wall_time_s": time.time() - t0, "teacher_hash": teacher_hash,
         "pretrained_hash": file_sha256(cfg.pretrained_path) if cfg.student_init != "random" else None,
-        "resolved_args": resolved_args(cfg), "runtime": resolve_runtime(cfg, device), "forms": rec.forms, **ctx.extra, **extra,
+        "resolved_args": resolved_args(cfg), "runtime": runtime, "forms": rec.forms,
+        "machine": machine_info(device, threads=torch.get_num_threads(), precision=runtime["precision"],
+                                torch_version=torch.__version__, world_size=get_world_size()),
+        "start": method.start(), "epochs": sum(st.cfg.optim.epochs for st in stages), **ctx.extra, **extra,
     }
     if get_world_size() > 1:
         metrics["ddp_param_sha256"] = hashes

@@ -95,6 +95,9 @@ class StructureKD(DistillMixin, Method):
         lambda_rate: float = 0.1  # log-growth of lambda per step while over the target
         init_from_teacher: bool = True  # the student starts from the teacher's weights (METHODS 10.2)
 
+    def start(self) -> str:
+        return "teacher" if self.args.init_from_teacher else super().start()
+
     def __init__(self, cfg, student, teacher=None, **kw):
         super().__init__(cfg, student, teacher, **kw)
         self._init_distill(cfg)
@@ -266,6 +269,9 @@ class ThinnedKD(KD):
 
     name = "thinned_kd"
     form = "absorbed"
+
+    def start(self) -> str:
+        return "teacher" if self.args.init_from_teacher else super().start()
 
     @dataclass
     class Args:

@@ -220,6 +220,11 @@ SYNTHETIC: Dict[str, Dict] = {
                           test_images_per_camera=(2, 2), image_size=32, supersample=1, seed=1),
     "tiny": dict(num_train_ids=8, num_test_ids=6, train_images_per_id=(4, 6), cameras_per_id=(2, 3),
                  test_images_per_camera=(2, 2), image_size=32, supersample=1),
+    # validation sets (data.val_root): the same generator and difficulty as the benchmark, its own stream (seed
+    # 2: other identities), read for its query / gallery only (a token training split)
+    "easy_val": {"difficulty": 0.05, "seed": 2, "num_train_ids": 2, "num_test_ids": 100},
+    "tiny_val": dict(num_train_ids=1, num_test_ids=6, train_images_per_id=(4, 6), cameras_per_id=(2, 3),
+                     test_images_per_camera=(2, 2), image_size=32, supersample=1, seed=2),
 }
 
 
