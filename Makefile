@@ -22,13 +22,14 @@ OUT ?=
 FORCE ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: help venv test reproduce reproduce-full lab bench readme clean-venv
+.PHONY: help venv test reproduce reproduce-full lab bench readme docs clean-venv
 
 help:
 	@echo "make reproduce   run the study on the embedded default (installs first)"
 	@echo "make test        run the test suite (installs first)"
 	@echo "make lab         JupyterLab with the project kernel"
 	@echo "make bench       speed/memory benchmarks"
+	@echo "make docs        the documentation as HTML in docs/_build/html (Sphinx)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -66,3 +67,6 @@ readme: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+docs: $(STAMP)
+	$(PY) -m sphinx -b html -W --keep-going docs docs/_build/html

@@ -1,4 +1,4 @@
-"""CPU latency of the teacher and the three forms of a pruned DEAP student (METHODS 1.9).
+"""CPU latency of the teacher and the three forms of a pruned DEAP student (docs/methods/deap.rst §What is evaluated).
 
 A CPU-study-sized student (default: ResNet-50 x0.5, 128x128, last stride 1, 200 classes) is given a
 simulated trained state: in every block a fixed, seeded random ``keep_frac`` of pruner-1 columns and pruner-2

@@ -81,17 +81,21 @@ def _notebook_params(items: List[str]) -> dict:
 
 
 def cmd_readme(args: argparse.Namespace) -> int:
-    """Regenerate (or with --check, verify) the README's results section from the results folder."""
-    from .results import render_readme
+    """Regenerate (or with --check, verify) RESULTS/README.md (every table and figure) and the README's
+    headline from the results folder."""
+    from .results import render_headline, render_results_page
 
+    page = Path(args.results) / "README.md"
     if args.check:
-        ok = render_readme(args.readme, args.results, check=True)
-        if not ok:
-            print(f"{args.readme}: the results section is out of date; run `python -m deap_lib readme`",
-                  file=sys.stderr)
-        return 0 if ok else 1
-    changed = render_readme(args.readme, args.results)
-    print(f"{args.readme}: results section {'updated' if changed else 'already up to date'}")
+        stale = [str(p) for p, ok in ((page, render_results_page(args.results, check=True)),
+                                      (args.readme, render_headline(args.readme, args.results, check=True))) if not ok]
+        for p in stale:
+            print(f"{p}: out of date with {args.results}/; run `python -m deap_lib readme`", file=sys.stderr)
+        return 1 if stale else 0
+    changed = render_results_page(args.results)
+    print(f"{page}: {'updated' if changed else 'already up to date'}")
+    changed = render_headline(args.readme, args.results)
+    print(f"{args.readme}: headline {'updated' if changed else 'already up to date'}")
     return 0
 
 
@@ -155,6 +159,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The CLI; the method and preset choices in its help come from the registries (plugins loaded first)."""
+    from .methods import METHODS, PRESETS
+
+    methods, presets = ", ".join(METHODS.names()), ", ".join(PRESETS.names())
     p = argparse.ArgumentParser(prog="python -m deap_lib", description=__doc__)
     p.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE",
                    help="import this first (it may register methods, models, datasets); also $DEAP_PLUGINS")
@@ -174,9 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_baseline)
 
     t = sub.add_parser("train", help="train + evaluate one method (writes DIR/metrics.json)")
-    t.add_argument("--method", required=True, help="pretrain, teacher, student, kd, np, deap, kd_np_direct, "
-                   "kd_then_np, np_then_kd, or one a plugin registers")
-    t.add_argument("--preset", default="cpu", help="quick, cpu, paper")
+    t.add_argument("--method", required=True, help=f"{methods} (with --plugin: also the ones it registers)")
+    t.add_argument("--preset", default="cpu", help=presets)
     t.add_argument("--data", default=None, help="dataset root (default: the preset's)")
     t.add_argument("--dataset", default=None, help="dataset name (default: the preset's)")
     t.add_argument("--out", default=None, help="run folder (default: runs/PRESET/METHOD-sSEED)")
@@ -193,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     r = sub.add_parser("reproduce", help="run the study notebooks 00-04 (papermill) and refresh the README")
-    r.add_argument("--preset", default="cpu", help="quick, cpu, paper")
+    r.add_argument("--preset", default="cpu", help=presets)
     r.add_argument("--dataset", default=None, help="dataset name (default: the preset's)")
     r.add_argument("--data", default=None, help="dataset root (default: the preset's; generated if synthetic)")
     r.add_argument("--out", default=None, help="results folder (default: results/ for the cpu preset, the "
@@ -214,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra notebook parameter, e.g. target_macs=0.5 (02) or latency_rounds=2 (04)")
     r.set_defaults(func=cmd_reproduce)
 
-    m = sub.add_parser("readme", help="regenerate the README's results section from the results folder")
+    m = sub.add_parser("readme", help="regenerate RESULTS/README.md and the README headline from the results folder")
     m.add_argument("--readme", default="README.md")
     m.add_argument("--results", default="results")
     m.add_argument("--check", action="store_true", help="exit 1 if the section is out of date (writes nothing)")
@@ -225,11 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     from .plugins import load_plugins
 
-    args = build_parser().parse_args(argv)
+    pre = argparse.ArgumentParser(add_help=False)  # plugins first, so that --help lists what they register
+    pre.add_argument("--plugin", action="append", default=[])
     try:
-        load_plugins(args.plugin)
+        load_plugins(pre.parse_known_args(argv)[0].plugin)
     except (ImportError, OSError, SyntaxError) as e:
         return _user_error(e)
+    args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 
 

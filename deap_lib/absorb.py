@@ -1,6 +1,6 @@
-"""Post-training pruning and absorption (re-parameterisation) of PCP networks (METHODS 1.7, 1.8, 2.4).
+"""Post-training pruning and absorption (re-parameterisation) of PCP networks (docs/methods/deap.rst §Pruning, 1.8, 2.4).
 
-The three evaluated forms of a trained student (METHODS 1.9):
+The three evaluated forms of a trained student (docs/methods/deap.rst §What is evaluated):
 
 * ``to_deploy(model)``: the unpruned student (or a teacher) in deploy form - BN folded into every conv,
   pruners merged into the 3x3 conv; numerically the same network.
@@ -300,7 +300,7 @@ def absorb(model: ReIDNet, threshold: float = 1e-3, min_channels: int = 1, *, re
 
 def deploy_forms(model: ReIDNet, threshold: float = 1e-3, min_channels: int = 1, relative: bool = False
                  ) -> Dict[str, ReIDNet]:
-    """The paper's three evaluated forms of a PCP student (METHODS 1.9): ``unpruned_deploy`` (a),
+    """The paper's three evaluated forms of a PCP student (docs/methods/deap.rst §What is evaluated): ``unpruned_deploy`` (a),
     ``pruned`` (b, not absorbed) and ``absorbed`` (c = deploy form of b; compare with :func:`verify`)."""
     pruned = prune(model, threshold, min_channels, relative)
     return {"unpruned_deploy": to_deploy(model), "pruned": pruned, "absorbed": to_deploy(pruned)}

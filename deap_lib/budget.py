@@ -12,7 +12,7 @@ channels a gate controls (each block says which, :meth:`Bottleneck.gate_convs`),
   constant measured once), and
 * ``marginal(widths)`` is the cost of one channel of every prunable width: exactly what removing that
   channel saves (a conv's cost is linear in each of its channel counts), the per-channel weight ``c_l`` of
-  the resource-aware sparsity penalty (METHODS 10.2) and the divisor of the cost-normalised cut score.
+  the resource-aware sparsity penalty (docs/methods/structure.rst §Our design) and the divisor of the cost-normalised cut score.
 
 Widths are lists over ``model.named_blocks()`` of tuples over ``block.widths`` (``(C1, C3)`` per
 bottleneck, ``(C,)`` per basic block, ``(hidden,)`` or ``()`` per inverted residual).

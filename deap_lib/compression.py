@@ -1,7 +1,7 @@
 """The compression stage of a run, for any kind of gated student (DEAP / CDD pruners, BN gates of a plain
 network): select channels (:mod:`deap_lib.pruning`), cut them (:func:`deap_lib.absorb.prune`), re-calibrate
 BatchNorm, absorb into the deploy form (:func:`deap_lib.absorb.absorb`, verified in float64) and record
-the paper's three evaluated forms (METHODS 1.9) plus the cut before re-calibration.
+the paper's three evaluated forms (docs/methods/deap.rst §What is evaluated) plus the cut before re-calibration.
 """
 from __future__ import annotations
 

@@ -57,7 +57,7 @@ class OptimConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     head_lr_mult: float = 1.5
-    warmup_frac: float = 10 / 90  # METHODS 1.6 / 8.1: phases as fractions of the run
+    warmup_frac: float = 10 / 90  # docs/methods/deap.rst §Training recipe / 8.1: phases as fractions of the run
     flat_frac: float = 40 / 90
     warmup_start: float = 0.1
     eta_min: float = 1e-7
@@ -92,7 +92,7 @@ class PruneConfig:
     allocation: str = "global"  # with target_macs: "global" threshold or "uniform" share of every pruner
     schedule: str = "end"  # "end": cut once after training (paper); "gradual": reach target_macs during training
     gradual_end_frac: float = 0.6  # gradual: the budget is reached after this fraction of the run
-    bn_recalib_batches: int = 20  # recompute BN statistics after the cut, before absorbing (METHODS 8.1)
+    bn_recalib_batches: int = 20  # recompute BN statistics after the cut, before absorbing (docs/study.rst §Scaling the recipe down)
     proximal: bool = False  # proximal group soft-thresholding update instead of the plain subgradient
     lasso_warmup_frac: float = 0.0  # lambda ramps linearly from 0 over this fraction of the run (paper: 0)
     round_widths: bool = False  # round every kept width up to width_multiple, inside the selection (ours)

@@ -13,7 +13,7 @@ bottleneck, ``(C3,)`` for a CDD one, ``(C,)`` for a basic block. Selections are 
 dropped groups (:func:`zero_groups_`); a zeroed group has norm exactly 0, so ``prune(model,
 threshold=ZERO_THRESHOLD)`` removes exactly those channels.
 
-Also here: BatchNorm re-calibration after the cut (METHODS 8.1: the group lasso shrinks whole pruners, so
+Also here: BatchNorm re-calibration after the cut (docs/study.rst §Scaling the recipe down: the group lasso shrinks whole pruners, so
 an absolute cut can remove channels that still carry signal and shift the statistics that the next BN sees;
 recomputing running statistics on training images restores them; absorption stays exact because it folds
 whatever statistics the BN holds).

@@ -205,7 +205,7 @@ def reproduce(preset: str = "cpu", dataset: Optional[str] = None, data_root: Opt
     :class:`ProgressEcho` on stdout); ``None`` keeps them in the executed notebooks only."""
     from .methods import get_preset
     from .records import code_version
-    from .results import record, render_readme
+    from .results import record, render_headline, render_results_page
 
     cwd = Path(cwd) if cwd is not None else Path.cwd()
     out = default_out(preset, runs_dir) if out is None else out
@@ -273,7 +273,9 @@ def reproduce(preset: str = "cpu", dataset: Optional[str] = None, data_root: Opt
         "notebooks": [r["name"] for r in report], "parameters": dict(parameters or {}),
         "code_version": ", ".join(sorted({str(r["code_version"]) for r in report})),
     })
+    changed = render_results_page(out_abs)
+    log(f"[reproduce] {out_abs / 'README.md'} {'updated' if changed else 'already up to date'}")
     if readme is not None:
-        changed = render_readme(readme if Path(readme).is_absolute() else cwd / readme, out_abs)
-        log(f"[reproduce] README results section {'updated' if changed else 'already up to date'}: {readme}")
+        changed = render_headline(readme if Path(readme).is_absolute() else cwd / readme, out_abs)
+        log(f"[reproduce] README headline {'updated' if changed else 'already up to date'}: {readme}")
     return report

@@ -1,4 +1,4 @@
-"""Retrieval-guided gradient resetting (CDD, METHODS 2.3): which compactor rows stop receiving the task gradient.
+"""Retrieval-guided gradient resetting (CDD, docs/methods/cdd.rst §Gradient resetting): which compactor rows stop receiving the task gradient.
 
 Per block ``l`` (``C`` = the compactor's rows), every iteration of the resetting phase:
 
@@ -79,7 +79,7 @@ class GradientResetting(nn.Module):
     """One FIFO bank and one accumulating mask per block (buffers: checkpointed and resumed with the method).
 
     ``widths``: the compactor rows of every block, in network order; ``capacity``: the bank's rows (a multiple
-    of ``batch_size``, as in the release); ``k``, ``ratio``, ``distance``: METHODS 2.3 (release: 2, 0.5,
+    of ``batch_size``, as in the release); ``k``, ``ratio``, ``distance``: docs/methods/cdd.rst §Gradient resetting (release: 2, 0.5,
     cosine). Bank memory: ``capacity * sum(widths) * 4`` bytes (the paper's ResNet-101, 24,000 rows:
     24,000 x 8,128 x 4 B = 780 MB)."""
 

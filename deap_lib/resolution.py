@@ -1,4 +1,4 @@
-"""Resolution as a way to save MACs (METHODS 9): paired high/low-resolution views and their evaluations.
+"""Resolution as a way to save MACs (docs/methods/crkd.rst): paired high/low-resolution views and their evaluations.
 
 A run trains at low resolution (LR) when its config sets ``data.hr_size`` (the teacher's high-resolution
 input, H x W) apart from ``model.input_size`` (the student's LR input). Every training image is then

@@ -53,7 +53,7 @@ study
 #
 # **Table 00_1** counts identities, images and cameras per split. Training identities never appear in the
 # test splits (query and gallery share theirs), as in VeRi-776 (576 training identities / 37,778 images; 200
-# test identities, 1,678 queries, 11,579 gallery images, 20 cameras; METHODS 4.2). Read it to check the
+# test identities, 1,678 queries, 11,579 gallery images, 20 cameras; docs/study.rst §Datasets). Read it to check the
 # scale of the study: the embedded synthetic set is far smaller than VeRi-776, which bounds every mAP below.
 
 # %%

@@ -114,7 +114,7 @@ R.save_figure(fig, out, "01_2_training_curves", caption="Teacher and student: lo
 # bootstrap interval over query identities; **Figure 01_4** overlays the two mAP curves. An interval that
 # excludes zero means the default teacher is not converged: then "the student matches its teacher" is
 # tested against a teacher that more training would improve. The paper does not report its teacher's
-# schedule (METHODS 6.1).
+# schedule (docs/decisions.rst §Open questions).
 
 # %%
 conv = {}
@@ -145,7 +145,7 @@ else:
 # %% [markdown]
 # ## Pre-training: the stand-in for ImageNet
 #
-# The paper starts teacher and student from ImageNet weights (METHODS 1.2); offline, the study pre-trains a
+# The paper starts teacher and student from ImageNet weights (docs/methods/deap.rst §PCP unit); offline, the study pre-trains a
 # generic backbone once per study on a corpus disjoint from the benchmark by construction (the `pretrain`
 # synthetic set: its own generator stream, hence other identities and camera styles, more identities and
 # harsher nuisances) by identity classification, and runs with `student_init="checkpoint"` start from its

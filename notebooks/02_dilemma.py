@@ -105,7 +105,7 @@ R.save_figure(fig, out, "02_2_dilemma_map", caption="mAP with 95 % intervals of 
 
 # %% [markdown]
 # **Figure 02_3**: mAP over training epochs of every run (training-form model, before the final cut). The
-# paper's prototype notes (METHODS 8.1) warn that mAP dips mid-training under KD and recovers, so only the
+# paper's prototype notes (docs/study.rst §Scaling the recipe down) warn that mAP dips mid-training under KD and recovers, so only the
 # final points are comparable; a curve still climbing at the end says the schedule, not the method, limits
 # that run.
 

@@ -55,7 +55,7 @@ study
 # DEAP trains a student whose bottlenecks carry two identity-initialised 1x1 pruners around the 3x3 conv
 # (the PCP unit); the group lasso drives pruner columns / rows to zero while KL, the per-block feature loss
 # (DL) and the asymmetric relation loss (ARKD) keep the teacher's knowledge. **Table 03_1** lists the forms
-# the paper evaluates (METHODS 1.9): `unpruned` (the trained network in deploy form), `pruned` (channels
+# the paper evaluates (docs/methods/deap.rst §What is evaluated): `unpruned` (the trained network in deploy form), `pruned` (channels
 # cut, PCP units kept) and `absorbed` (pruners merged into the 3x3 conv, BN folded: a plain, smaller ResNet).
 # The paper's claim to check here: `absorbed` equals `pruned` (absorption is exact) and costs ~27 % of the
 # teacher's MACs.

@@ -16,7 +16,7 @@
 # %% [markdown]
 # # 05 - CDD: capacity dynamic distillation with gradient resetting, against DEAP
 #
-# CDD (CVPR 2023, the same group's predecessor of DEAP; METHODS 2) at the study's MAC budget: the comparison with DEAP seed by seed, the gradient-resetting masks growing per block, the share of channels reset, and (full study) CDD without the resetting.
+# CDD (CVPR 2023, the same group's predecessor of DEAP; docs/methods/cdd.rst) at the study's MAC budget: the comparison with DEAP seed by seed, the gradient-resetting masks growing per block, the share of channels reset, and (full study) CDD without the resetting.
 
 # %% tags=["parameters"]
 # Parameters (papermill injects new values after this cell)

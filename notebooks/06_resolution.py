@@ -16,7 +16,7 @@
 # %% [markdown]
 # # 06 - Resolution-aware KD: an HR teacher distils into an LR student
 #
-# The third source (IEEE TIP 2021; METHODS 9) saves MACs without touching the network: the student sees
+# The third source (IEEE TIP 2021; docs/methods/crkd.rst) saves MACs without touching the network: the student sees
 # low-resolution (LR) images and learns from a high-resolution (HR) teacher through a discriminator and a
 # cross-resolution KD loss (a resolution-aware distillation loss, a pair-wise constraint and an MMD loss).
 # Only that frame is the source's (abstract only, no code); the formulas, the paired views, the weights and

@@ -16,7 +16,7 @@
 # %% [markdown]
 # # 07 - Compact structure learning by KD under a MACs or parameter budget
 #
-# The fourth source (Ahmed, Zunino, Morerio, Murino, ICPR 2020; METHODS 10) learns a lightweight structure
+# The fourth source (Ahmed, Zunino, Morerio, Murino, ICPR 2020; docs/methods/structure.rst) learns a lightweight structure
 # with KD and a customizable block-wise optimisation under a resource budget (FLOPs or parameters), and
 # reports its headline on MobileNetV2: up to 2x (FLOPs) and 5.2x (parameters) better compression at +1.05 %
 # accuracy. Only that frame is the source's (abstract only, no code); the method here, `structure_kd`
@@ -79,7 +79,7 @@ study
 #
 # Every method at every budget (a fraction of the unpruned network's deploy MACs: BatchNorm folded, the
 # classifier left out), seed `seed`, the preset's schedule. `structure_kd` and `thinned_kd` start from the
-# teacher's weights (METHODS 10.2); DEAP's student starts from the study's pre-trained backbone, as
+# teacher's weights (docs/methods/structure.rst §Our design); DEAP's student starts from the study's pre-trained backbone, as
 # everywhere in the study.
 
 # %%

@@ -101,7 +101,7 @@ def test_unpruned_deploy_and_teacher_fold_exactly():
 
 
 def test_deploy_structure_and_one_channel_bias_shape():
-    """A pruner keeping exactly one channel: merged bias keeps shape (1,) (METHODS 5.8)."""
+    """A pruner keeping exactly one channel: merged bias keeps shape (1,) (docs/decisions.rst §Pitfalls of the released code)."""
     torch.manual_seed(0)
     model = _randomise(build_model("resnet50", 5, width=W, pcp="deap"), seed=3)
     basic = _randomise(build_model("resnet18", 5, width=W, pcp="cdd"), seed=4)

@@ -1,4 +1,4 @@
-"""CDD: the vectorised gradient resetting against a plain loop over samples and neighbours (METHODS 2.3), the
+"""CDD: the vectorised gradient resetting against a plain loop over samples and neighbours (docs/methods/cdd.rst §Gradient resetting), the
 bank's FIFO, the clear errors, and a quick run (three forms, absorbed exact, masks growing) killed with SIGKILL
 during the resetting phase and resumed bit-exactly (banks and masks included).
 

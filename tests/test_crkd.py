@@ -1,4 +1,4 @@
-"""Resolution-aware KD (``crkd``, METHODS 9): the CRKD terms against plain references and hand-computed cases,
+"""Resolution-aware KD (``crkd``, docs/methods/crkd.rst): the CRKD terms against plain references and hand-computed cases,
 the paired HR / LR views, the discriminator's alternating step, the clear errors, and a quick run killed with
 SIGKILL and resumed bit-exactly (discriminator and its Adam included).
 

@@ -37,7 +37,7 @@ def trip(items):
 
 @pytest.mark.parametrize("release", [True, False])
 def test_veri_layouts(tmp_path, release):
-    # parent folder name that a whole-path regex would match first (METHODS pitfall 13)
+    # parent folder name that a whole-path regex would match first (docs/decisions.rst §Pitfalls of the released code)
     make_veri(tmp_path / "x_12_c3" / "VeRi", release=release)
     ds = build_dataset("veri", tmp_path / "x_12_c3")
     assert isinstance(ds, ReIDDataset) and ds.name == "veri"

@@ -165,3 +165,12 @@ def test_plugin_method_config_errors_are_clear(teacher):
     p = cli(*toy_args(data, tpath, root / "bad", "--set", "args.fit_wieght=1"), check=False)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "args.fit_wieght" in p.stderr and "args.fit_weight" in p.stderr  # names the valid keys
+
+
+def test_the_cli_help_lists_every_registered_method_a_plugins_included():
+    p = cli("train", "--help")
+    text = " ".join(p.stdout.split())  # argparse wraps the help
+    for name in ("pretrain", "teacher", "kd", "deap", "cdd", "crkd", "kd_np_direct", "structure_kd", "thinned_kd",
+                 "toy_distill"):
+        assert name in text, name
+    assert "quick, cpu, paper" in text or all(n in text for n in ("quick", "cpu", "paper"))

@@ -180,7 +180,7 @@ def test_cli_train_deap(teacher_run, quick_root, capsys):
 
 
 def test_paper_preset_builds_and_takes_one_deap_step_on_two_images():
-    """The paper preset (ResNet-101, 256x256, METHODS 1.6) on CPU: construction + one forward/backward."""
+    """The paper preset (ResNet-101, 256x256, docs/methods/deap.rst §Training recipe) on CPU: construction + one forward/backward."""
     from deap_lib.methods.runner import build_student
     from deap_lib.models import build_model
 

@@ -129,7 +129,7 @@ def test_layout_strides_and_shortcuts():
 
 # ------------------------------------------------------------------------------------------ PCP order
 def test_deap_bottleneck_matches_naive_reference():
-    """METHODS 1.2 order, re-implemented with functional ops; block_feats = GAP of the pre-ReLU sum."""
+    """docs/methods/deap.rst §PCP unit order, re-implemented with functional ops; block_feats = GAP of the pre-ReLU sum."""
     torch.manual_seed(1)
     model = build_model("resnet50", 3, width=W, pcp="deap").eval()
     _randomise_bn(model)
@@ -175,7 +175,7 @@ def test_basic_pcp_block_matches_naive_reference():
 
 @pytest.mark.parametrize("pcp", ["cdd", None])
 def test_block_trace_conv2_level_maps_match_naive_reference(pcp):
-    """CDD's vectors (METHODS 2.1): ``mid`` = BN2(conv2(.)) before the compactor and its ReLU, ``gated`` = the
+    """CDD's vectors (docs/methods/cdd.rst §Architecture): ``mid`` = BN2(conv2(.)) before the compactor and its ReLU, ``gated`` = the
     compactor's output before the ReLU (the same map for a plain block); the network pools them per block."""
     torch.manual_seed(4)
     model = build_model("resnet50", 3, width=W, pcp=pcp).eval()

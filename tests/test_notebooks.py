@@ -133,7 +133,7 @@ def test_clear_stage_outputs(tmp_path):
 def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
     readme = root / "README.md"
-    readme.write_text(f"# t\n\n{R.START_MARKER}\n{R.END_MARKER}\n")
+    readme.write_text(f"# t\n\n{R.HEADLINE_START}\n{R.HEADLINE_END}\n")
     committed = _tree_digest()  # the committed study: a quick study must leave it untouched
     kw = dict(preset="quick", data_root=str(root / "data"), runs_dir=str(root / "runs"),
               epochs=EPOCHS, jobs=2, readme=readme, cwd=REPO, log=lambda m: None,
@@ -406,11 +406,13 @@ def test_tables_figures_and_readme(study):
     assert set(main["seed"]) == {0}  # the main table is seed 0's; the other seeds are in 02_5
     summary = (res / "summary.csv").read_text().splitlines()
     assert summary[0].startswith("run,method,preset") and len(summary) > 10
-    assert R.render_readme(study["readme"], res, check=True)
-    text = study["readme"].read_text()
+    assert R.render_results_page(res, check=True) and R.render_headline(study["readme"], res, check=True)
+    text = (res / "README.md").read_text()
     for stem in figures:
-        assert f"(runs/quick/results/figures/{stem}.png)" in text  # linked from the README's folder
+        assert f"(figures/{stem}.png)" in text  # linked from the results page's folder
     assert "preset `quick`" in text and "| teacher-s0 | teacher |" in text
+    head = study["readme"].read_text()
+    assert "| this study: DEAP, absorbed |" in head and "(runs/quick/results/README.md)" in head
     assert not list(study["root"].rglob("*.tmp")) and not list(res.rglob("*.failed.ipynb"))
 
 
@@ -419,7 +421,8 @@ def test_reproduce_again_reuses_everything(study):
     again = reproduce(**study["kw"])
     assert [r["executed"] for r in again] == [False] * len(NOTEBOOKS)
     assert time.time() - t0 < 30
-    assert R.render_readme(study["readme"], study["results"], check=True)
+    assert R.render_results_page(study["results"], check=True)
+    assert R.render_headline(study["readme"], study["results"], check=True)
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Compact structure learning by KD (``structure_kd``, METHODS 10) and its baseline ``thinned_kd``: per-channel
+"""Compact structure learning by KD (``structure_kd``, docs/methods/structure.rst) and its baseline ``thinned_kd``: per-channel
 costs against thop, the budget cut against the gated network, the block-wise phase, the proximal penalty, the
 clear errors, and quick runs through the CLI (ResNet with a parameter budget, MobileNetV2 with a MACs budget)
 including a SIGKILL + ``--resume`` that ends bit-exactly where an uninterrupted run ends.

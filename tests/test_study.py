@@ -194,27 +194,56 @@ def test_render_readme_needs_markers(tmp_path):
         R.render_readme(p, tmp_path / "results")
 
 
-def test_committed_readme_has_markers():
+def test_committed_readme_has_markers_and_stays_short():
     text = (REPO / "README.md").read_text()
-    assert text.count(R.START_MARKER) == 1 and text.count(R.END_MARKER) == 1
+    assert text.count(R.HEADLINE_START) == 1 and text.count(R.HEADLINE_END) == 1
+    assert len(text.splitlines()) <= 150
 
 
-def test_committed_readme_matches_committed_results():
+def test_committed_readme_and_results_page_match_committed_results():
     results = REPO / "results"
     if not R.has_study(results):
         pytest.skip("results/ holds no study yet (no tables, figures or records); `make reproduce` makes one")
-    assert R.render_readme(REPO / "README.md", results, check=True), \
-        "README.md's results section differs from results/: run `python -m deap_lib readme`"
+    assert R.render_results_page(results, check=True), \
+        "results/README.md differs from results/: run `python -m deap_lib readme`"
+    assert R.render_headline(REPO / "README.md", results, check=True), \
+        "README.md's headline differs from results/: run `python -m deap_lib readme`"
+
+
+def _headline_readme(tmp_path):
+    p = tmp_path / "README.md"
+    p.write_text(f"# T\n\n{R.HEADLINE_START}\nold\n{R.HEADLINE_END}\n\nrest\n")
+    return p
 
 
 def test_readme_cli_check(tmp_path):
     from deap_lib.__main__ import main
 
-    readme = _readme(tmp_path)
+    readme = _headline_readme(tmp_path)
     res = tmp_path / "results"
     assert main(["readme", "--readme", str(readme), "--results", str(res), "--check"]) == 1
     assert main(["readme", "--readme", str(readme), "--results", str(res)]) == 0
     assert main(["readme", "--readme", str(readme), "--results", str(res), "--check"]) == 0
+    assert (res / "README.md").read_text().startswith(f"# Results\n\n{R.START_MARKER}\n")
+
+
+def test_the_headline_table_from_a_hand_made_record(tmp_path):
+    res = tmp_path / "results"
+    readme = _headline_readme(tmp_path)
+    R.render_headline(readme, res)
+    assert "No study results yet" in readme.read_text()
+    R.record(res, "04_absorb_and_plots", {"teacher_mAP": 82.25, "deap_mAP": 71.3, "deap_params_reduction_pct": 70.04,
+                                          "deap_macs_reduction_pct": 72.0, "deap_d_mAP": -10.95,
+                                          "deap_d_mAP_low": -12.04, "deap_d_mAP_high": -9.86})
+    R.record(res, "reproduce", {"preset": "cpu", "dataset": "veri", "seed": 0})
+    pd.DataFrame({"run": ["deap-s0"], "machine": ["X x2 | torch 2 | 1 thread | bf16"]}).to_csv(res / "summary.csv")
+    assert R.render_headline(readme, res) is True and R.render_headline(readme, res, check=True)
+    text = readme.read_text()
+    assert "| paper: DEAP, ResNet-101 on VeRi-776 | 73.24 % | 71.98 % |" in text
+    assert "| this study: teacher | | | 82.2 | |" in text  # (82.25 is 82.2499... in binary)
+    assert "| this study: DEAP, absorbed | 70.0 % | 72.0 % | 71.3 | -10.9 [-12.0, -9.9] |" in text
+    assert "machine: X x2 | torch 2 | 1 thread | bf16" in text and "[`results/README.md`](results/README.md)" in text
+    assert text.startswith(f"# T\n\n{R.HEADLINE_START}\n") and text.endswith(f"{R.HEADLINE_END}\n\nrest\n")
 
 
 # ------------------------------------------------------------------------------------------------ main table

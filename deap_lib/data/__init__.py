@@ -1,7 +1,8 @@
 """Data layer: synthetic VeRi generator, dataset parsers + registry, P x K sampler, transforms, loaders and
 the data of one run (:class:`RunData`)."""
 from .datasets import (DATASETS, DatasetFormatError, DatasetNotFoundError, Item, ReIDDataset, build_dataset,
-                       default_data_root, register_dataset, vehicleid_splits)
+                       default_data_root, register_dataset)
+from .vehicleid import vehicleid_splits  # registers "vehicleid"
 from .loaders import ImageDataset, ImageReadError, build_test_loader, build_train_loader, read_image, seed_worker
 from .run_data import RunData, transform_config
 from .sampler import RandomIdentitySampler

@@ -3,7 +3,7 @@
 Every image is decoded and resized once (PIL, as the per-image pipeline does) into a uint8 tensor
 (:class:`ImageCache`, all of them up front with ``data.cache_images``, else a batch's images as it is
 fetched). A batch is then augmented as tensors: horizontal flip, zero padding + random crop, conversion to
-[0, 1], normalisation and random erasing (METHODS 1.6, :mod:`~deap_lib.data.transforms`).
+[0, 1], normalisation and random erasing (docs/methods/deap.rst §Training recipe, :mod:`~deap_lib.data.transforms`).
 
 The random parameters of each sample are drawn, in the per-image pipeline's order (flip, crop, erasing),
 from a generator seeded with that sample's seed (:class:`~deap_lib.data.sampler.RandomIdentitySampler`

@@ -1,4 +1,4 @@
-"""Train / test image transforms of the DEAP recipe (METHODS.md 1.6), built from ``TransformConfig``."""
+"""Train / test image transforms of the DEAP recipe (docs/methods/deap.rst §Training recipe), built from ``TransformConfig``."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Student + frozen teacher container for distillation (METHODS 1.4, pitfall 5.1, decision 8).
+"""Student + frozen teacher container for distillation (docs/methods/deap.rst §Teacher, pitfall 5.1, decision 8).
 
 * The teacher is frozen (``requires_grad=False``), so :func:`~deap_lib.engine.optim.build_optimizer` never
   adds it; it is run under ``torch.no_grad``.

@@ -1,4 +1,4 @@
-"""SGD with the paper's parameter groups (METHODS 1.6).
+"""SGD with the paper's parameter groups (docs/methods/deap.rst §Training recipe).
 
 Every trainable parameter gets ``lr`` and weight decay ``weight_decay`` (BN, biases and pruners included);
 the re-ID head (the whole ClassBlock: bottleneck FC, BN1d and the final classifier) gets ``lr * head_lr_mult``.

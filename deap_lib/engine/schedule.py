@@ -1,4 +1,4 @@
-"""Warm-up -> flat -> cosine learning-rate schedule of DEAP (METHODS 1.6), stepped once per epoch.
+"""Warm-up -> flat -> cosine learning-rate schedule of DEAP (docs/methods/deap.rst §Training recipe), stepped once per epoch.
 
 With k = epoch - 1 (0-based epoch index), base LR lr0, warm-up W, flat end F and run length T:
 
@@ -87,7 +87,7 @@ def warmup_flat_cosine_factor(
 
 
 def scaled_phases(total_epochs: int, *, warmup_frac: float = 10 / 90, flat_frac: float = 40 / 90) -> Phases:
-    """Warm-up / flat phases as the paper's fractions of the run (METHODS 8.1): 10/90 and 40/90.
+    """Warm-up / flat phases as the paper's fractions of the run (docs/study.rst §Scaling the recipe down): 10/90 and 40/90.
 
     ``scaled_phases(90) == Phases(90, 10, 40)``; e.g. ``scaled_phases(45) == Phases(45, 5, 20)``.
     The warm-up is at least one epoch and the cosine phase at least one epoch.

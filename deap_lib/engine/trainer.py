@@ -35,13 +35,11 @@ student and every extra module and buffer, not the frozen teacher), else its ``s
 """
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import math
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
@@ -51,90 +49,19 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ..fileio import atomic_write_text, remove_stale_temps
-from .checkpoint import (
-    CheckpointError,
-    capture_rng_state,
-    check_config,
-    load_checkpoint,
-    restore_rng_state,
-    save_checkpoint,
-)
+from .checkpoint import load_checkpoint
 from .csvlog import write_csv
 from .batches import batch_size as _batch_size, move_to_device, to_channels_last
 from .precision import AUTOCAST_DTYPES, autocast, legacy_precision
 from .distributed import all_reduce_mean, auto_device, barrier, get_rank, get_world_size, is_distributed, is_main_process, unwrap
 from .seeding import epoch_seed, seed_everything, seed_epoch
+from .step import NonFiniteLossError, OptimizerSpec, StepContext, _accepts_ctx, _plain_config
+from .trainer_state import CHECKPOINT_FORMAT, TrainerState  # noqa: F401  (CHECKPOINT_FORMAT re-exported)
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 1
-_PLAIN = (str, int, float, bool, type(None))
 
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss term became NaN or infinite."""
-
-
-@dataclass
-class OptimizerSpec:
-    """One optimizer of a run: a ``name`` (checkpoint key and log prefix), the optimizer, an optional
-    scheduler stepped once per epoch, and, for every optimizer but the first, the ``step_fn(batch, ctx)``
-    whose terms it minimises."""
-
-    name: str
-    optimizer: torch.optim.Optimizer
-    scheduler: Optional[Any] = None
-    step_fn: Optional[Callable[..., Mapping[str, torch.Tensor]]] = None
-
-
-@dataclass
-class StepContext:
-    """What a step function or hook may need to know about the current iteration."""
-
-    epoch: int  # 1-based
-    iteration: int  # 1-based within the epoch
-    iters_per_epoch: Optional[int]
-    global_step: int  # optimizer steps completed before this iteration
-    device: torch.device
-    trainer: "Trainer"
-
-    @property
-    def epoch_index(self) -> int:
-        """0-based epoch (the schedule's k)."""
-        return self.epoch - 1
-
-
-def _accepts_ctx(fn: Callable) -> bool:
-    try:
-        params = list(inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError):
-        return False
-    if any(p.kind is p.VAR_POSITIONAL for p in params):
-        return True
-    return len([p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]) >= 2
-
-
-def _plain_config(cfg: Any, where: str = "config") -> Any:
-    """Validate/convert a config to plain JSON-like data (dict/list/str/number/bool/None)."""
-    if isinstance(cfg, Mapping):
-        out = {}
-        for k, v in cfg.items():
-            if not isinstance(k, str):
-                raise TypeError(f"{where}: keys must be strings, got {k!r}")
-            out[k] = _plain_config(v, f"{where}.{k}")
-        return out
-    if isinstance(cfg, (list, tuple)):
-        return [_plain_config(v, f"{where}[{i}]") for i, v in enumerate(cfg)]
-    if isinstance(cfg, Path):
-        return str(cfg)
-    if isinstance(cfg, _PLAIN):
-        return cfg
-    if hasattr(cfg, "item") and callable(cfg.item):  # numpy / torch scalars
-        return cfg.item()
-    raise TypeError(f"{where}: {type(cfg).__name__} is not plain config data (dict/list/str/number/bool/None)")
-
-
-class Trainer:
+class Trainer(TrainerState):
     """Runs ``epochs`` epochs of ``step_fn`` over ``train_loader``; see the module docstring for the contract.
 
     ``model`` is the module whose state is checkpointed: a plain model, a DDP-wrapped model, or a
@@ -279,19 +206,6 @@ class Trainer:
                 return s
         return None
 
-    def _model_state(self) -> dict:
-        inner = unwrap(self.model)
-        hook = getattr(inner, "checkpoint_state", None)
-        return hook() if callable(hook) else inner.state_dict()
-
-    def _load_model_state(self, state: Mapping[str, Any]) -> None:
-        inner = unwrap(self.model)
-        hook = getattr(inner, "load_checkpoint_state", None)
-        if callable(hook):
-            hook(state)
-        else:
-            inner.load_state_dict(state, strict=True)
-
     def _trainable_params(self) -> list[torch.Tensor]:
         return [p for g in self.optimizer.param_groups for p in g["params"]]
 
@@ -316,81 +230,6 @@ class Trainer:
                    after_backward=method.after_backward, post_step=method.after_step,
                    epoch_end=[end, *epoch_end], **kwargs)
 
-    # ---- checkpoint ------------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        sampler = self._sampler()
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "epoch": self.epoch,
-            "iteration": self.global_step,
-            "model": self._model_state(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "extra_optimizers": {o.name: {"optimizer": o.optimizer.state_dict(),
-                                          "scheduler": o.scheduler.state_dict() if o.scheduler is not None else None}
-                                 for o in self.optimizers[1:]},
-            "scaler": self.scaler.state_dict(),
-            "sampler": sampler.state_dict() if callable(getattr(sampler, "state_dict", None)) else None,
-            "rng": capture_rng_state(),
-            "config": self.config,
-            "trainer": self._settings(),
-            "metadata": self.metadata,
-            "history": self.history,
-            "torch_version": str(torch.__version__),
-        }
-
-    def load_state_dict(self, ckpt: Mapping[str, Any], *, allow_config_change: bool = False, source: str = "checkpoint") -> None:
-        if ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{source}: format {ckpt.get('format')!r}, expected {CHECKPOINT_FORMAT}")
-        check_config(ckpt.get("config", {}), self.config, allow_config_change=allow_config_change, source=source)
-        saved = dict(ckpt.get("trainer", {}))
-        saved.setdefault("precision", legacy_precision(self.device.type, bool(saved.get("amp", False))))
-        check_config(
-            saved,
-            self._settings(),
-            allow_config_change=allow_config_change,
-            what="trainer settings",
-            source=source,
-        )
-        check_config(ckpt.get("metadata", {}), self.metadata, allow_config_change=allow_config_change, what="metadata (e.g. teacher hash)", source=source)
-        self._load_model_state(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        if self.scheduler is not None:
-            if ckpt.get("scheduler") is None:
-                raise CheckpointError(f"{source} has no scheduler state but the trainer has a scheduler")
-            self.scheduler.load_state_dict(ckpt["scheduler"])
-        extra = ckpt.get("extra_optimizers") or {}
-        want = [o.name for o in self.optimizers[1:]]
-        if sorted(extra) != sorted(want):
-            raise CheckpointError(f"{source} holds optimizer(s) {sorted(extra)} besides the main one; this run has "
-                                  f"{sorted(want)}")
-        for o in self.optimizers[1:]:
-            o.optimizer.load_state_dict(extra[o.name]["optimizer"])
-            if o.scheduler is not None:
-                if extra[o.name].get("scheduler") is None:
-                    raise CheckpointError(f"{source}: optimizer '{o.name}' has no scheduler state")
-                o.scheduler.load_state_dict(extra[o.name]["scheduler"])
-        if ckpt.get("scaler") and self.scaler.is_enabled():
-            self.scaler.load_state_dict(ckpt["scaler"])
-        sampler = self._sampler()
-        if ckpt.get("sampler") is not None and callable(getattr(sampler, "load_state_dict", None)):
-            sampler.load_state_dict(ckpt["sampler"])
-        restore_rng_state(ckpt["rng"])
-        self.history = [dict(r) for r in ckpt.get("history", [])]
-        self.epoch = int(ckpt["epoch"])
-        self.global_step = int(ckpt["iteration"])
-
-    def _settings(self) -> dict:
-        """The trainer settings a resume must match (precision: the resolved one)."""
-        return {"seed": self.seed, "epochs": self.epochs, "amp": self.amp, "precision": self.precision}
-
-    def save_checkpoint(self, path: Optional[Union[str, Path]] = None) -> Optional[Path]:
-        """Atomically write the full training state (rank 0 only; other ranks return ``None``)."""
-        if not is_main_process():
-            return None
-        return save_checkpoint(path or self.checkpoint_path, self.state_dict())
-
-    # ---- main loop -------------------------------------------------------------------------------
     def fit(
         self,
         resume: Union[bool, str, Path] = False,

@@ -1,4 +1,4 @@
-"""Cross-resolution KD terms (CRKD, METHODS 9.2): an LR student's embeddings against an HR teacher's.
+"""Cross-resolution KD terms (CRKD, docs/methods/crkd.rst §Our design): an LR student's embeddings against an HR teacher's.
 
 Not to be confused with ``RKD`` (:mod:`deap_lib.losses.relation`, relational KD by distances and angles).
 The source (IEEE TIP 2021, abstract only) names three parts, a resolution-aware distillation loss, a

@@ -88,7 +88,7 @@ def parse_args(method_cls: type, args: Mapping[str, Any]) -> Any:
 
 class Method(nn.Module):
     """Base recipe: the re-ID task loss (label-smoothed CE on logits + batch-hard triplet on the GAP
-    feature, METHODS 1.5 items 1-2), the student's SGD, no compression."""
+    feature, docs/methods/deap.rst §Losses items 1-2), the student's SGD, no compression."""
 
     name = "base"
     needs_teacher = False
@@ -207,7 +207,7 @@ class Method(nn.Module):
                 "triplet": lc.triplet_weight * self.triplet(out.global_feat, pids)}
 
     def configure_optimizers(self) -> List[OptimizerSpec]:
-        """The student's SGD (base / head groups, METHODS 1.6) with the warm-up / flat / cosine schedule."""
+        """The student's SGD (base / head groups, docs/methods/deap.rst §Training recipe) with the warm-up / flat / cosine schedule."""
         oc = self.cfg.optim
         optimizer = build_optimizer(self.net, lr=oc.lr, momentum=oc.momentum, weight_decay=oc.weight_decay,
                                     head_lr_mult=oc.head_lr_mult)
@@ -302,7 +302,7 @@ def teacher_missing_message(cfg: RunConfig) -> str:
 
 # ---------------------------------------------------------------------------------------------- mixins
 class DistillMixin:
-    """KL on logits (T), per-block DL and ARKD on the stage-3/4 maps (METHODS 1.5 items 3-5)."""
+    """KL on logits (T), per-block DL and ARKD on the stage-3/4 maps (docs/methods/deap.rst §Losses items 3-5)."""
 
     def _init_distill(self, cfg: RunConfig) -> None:
         lc = cfg.loss
@@ -328,7 +328,7 @@ class PruningMixin:
 
     ``prune.lasso_warmup_frac`` (our extension; the paper applies lambda from the first iteration) ramps
     lambda linearly from 0 over that fraction of the run: from a random initialisation a full-strength
-    lasso shrinks every pruner at once before the task has shaped any feature (METHODS 8.1)."""
+    lasso shrinks every pruner at once before the task has shaped any feature (docs/study.rst §Scaling the recipe down)."""
 
     def _init_pruning(self, cfg: RunConfig) -> None:
         from ..pruning import GradualPruning
@@ -350,7 +350,7 @@ class PruningMixin:
         return 1.0 if w <= 0 else min(1.0, self.progress / w)
 
     def lasso_terms(self, student: ReIDNet) -> Dict[str, Tensor]:
-        """Group lasso on the PCP pruners (METHODS 1.2): lambda1 * sum of pruner-1 column norms + lambda2 *
+        """Group lasso on the PCP pruners (docs/methods/deap.rst §PCP unit): lambda1 * sum of pruner-1 column norms + lambda2 *
         sum of pruner-2 row norms; none with ``prune.proximal`` (the exact proximal step replaces it)."""
         lc, pc = self.cfg.loss, self.cfg.prune
         if pc.proximal:

@@ -1,7 +1,7 @@
-"""``cdd``: capacity dynamic distillation with retrieval-guided gradient resetting (CVPR 2023; METHODS 2).
+"""``cdd``: capacity dynamic distillation with retrieval-guided gradient resetting (CVPR 2023; docs/methods/cdd.rst).
 
 The student carries one identity-initialised compactor per block, after conv2 + BN2 (``pcp="cdd"``; conv1's
-width is fixed). Losses (METHODS 2.2): CE-LS + batch-hard triplet + KL (T) + ``fit_weight`` x FIT, the
+width is fixed). Losses (docs/methods/cdd.rst §Losses): CE-LS + batch-hard triplet + KL (T) + ``fit_weight`` x FIT, the
 per-block unsquared L2 distance of the conv2-level GAP vectors (``ReIDOutput.mid_feats``, DEAP's DL one
 layer earlier). Two phases over the run:
 

@@ -1,9 +1,9 @@
-"""``crkd``: resolution-aware (cross-resolution) KD, an HR teacher distilled into an LR student (METHODS 9).
+"""``crkd``: resolution-aware (cross-resolution) KD, an HR teacher distilled into an LR student (docs/methods/crkd.rst).
 
 The source (IEEE TIP 2021; abstract only, no code) states the frame: a high-resolution teacher, a
 low-resolution student, a discriminator trained adversarially against the resolution gap of the features,
 and a cross-resolution KD loss made of a resolution-aware distillation loss, a pair-wise constraint and an
-MMD loss. Everything below that is this project's design (METHODS 9.2):
+MMD loss. Everything below that is this project's design (docs/methods/crkd.rst §Our design):
 
 * data: paired views (:mod:`deap_lib.resolution`): the student sees the LR view (``model.input_size``) of
   each image augmented at HR (``data.hr_size``, the teacher's input);

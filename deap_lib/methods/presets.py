@@ -1,6 +1,6 @@
 """Presets: complete :class:`~deap_lib.config.RunConfig` defaults for a scale of study.
 
-* ``paper``: METHODS 1.6 exactly (ResNet-101, 256x256, P16 x K6, 90 epochs, SGD 0.01, AMP, seed 2021,
+* ``paper``: docs/methods/deap.rst §Training recipe exactly (ResNet-101, 256x256, P16 x K6, 90 epochs, SGD 0.01, AMP, seed 2021,
   ImageNet initialisation from a local torchvision file) - for GPU users with VeRi-776.
 * ``cpu``: the default study on the embedded synthetic dataset, sized for a 2-core CPU (see the
   docstring of :data:`CPU_NOTES`).
@@ -15,14 +15,14 @@ from ..registry import Registry
 
 PRESETS: Registry = Registry("preset")
 
-CPU_NOTES = """cpu preset: how the paper's recipe was scaled down (METHODS 8.1) to fit `make reproduce` in 30 min
+CPU_NOTES = """cpu preset: how the paper's recipe was scaled down (docs/study.rst §Scaling the recipe down) to fit `make reproduce` in 30 min
 * Architecture: teacher and student share it, as in the paper: ResNet-50 at width 0.25 (bottleneck planes
   16/32/64/128), last stride 1, ClassBlock head with a 128-d embedding, 64x64 input. 128 px scores higher
   (15-epoch probes: 53.7 % vs 34.9 % mAP on the level-0.2 set) but costs ~3.5x per step (0.86 s against
   0.27 s for a 32-image student step on one thread), which the 30-minute budget cannot pay.
 * Data: the embedded synthetic set at difficulty level 0.05 (`easy`: the default identities and images with
   milder nuisances); decoded training and transformed test images are kept in memory (data.cache_images).
-* Initialisation (stand-in for ImageNet, METHODS 1.2): every network of the study - teacher and students, every
+* Initialisation (stand-in for ImageNet, docs/methods/deap.rst §PCP unit): every network of the study - teacher and students, every
   seed - starts from one pre-training run (method `pretrain`: identity classification on the `pretrain`
   corpus, its own generator stream with other identities and camera styles, 400 ids, harsher nuisances;
   6 epochs of ~2.2x the benchmark's images), the head re-initialised. Probes (one seed, pretrained start):
@@ -39,7 +39,7 @@ CPU_NOTES = """cpu preset: how the paper's recipe was scaled down (METHODS 8.1) 
   of ~80 iterations (the paper: ~35,000 iterations) the lasso cannot separate channels in time: probes of
   DEAP cut to 28 % of the MACs at the end lost almost everything (random start: unpruned 47-48 % mAP ->
   4-15 % after the cut, BN re-calibrated; paper-form lambda 0.005-0.05 and a scale-invariant lasso alike;
-  larger lambdas collapse training, see METHODS 8.1 on scale invariance). So every pruning method here
+  larger lambdas collapse training, see docs/study.rst §Scaling the recipe down on scale invariance). So every pruning method here
   reaches the same budget *during* training (prune.schedule = gradual: cubic schedule to 28 % of the
   unpruned MACs by 60 % of the run, every pruner keeping the same share of its channels ranked by the
   lasso-shaped norms), with the paper's lambda = 0.003 from the first iteration; the final cut then removes
@@ -102,9 +102,9 @@ for _name, _fn in (("paper", paper), ("cpu", cpu), ("quick", quick)):
 
 #: Per-method defaults on top of a preset. The teacher is trained once and cached, and must be trained to
 #: convergence (a teacher trained exactly like the plain student, with the same seed, *is* that student);
-#: the paper's teacher script is not released (METHODS 6.1), so its longer schedule is our choice.
+#: the paper's teacher script is not released (docs/decisions.rst §Open questions), so its longer schedule is our choice.
 METHOD_DEFAULTS: Dict[str, Dict[str, Dict]] = {
-    # CDD (METHODS 2.5): the release's bank holds 24,000 of VeRi's 37,778 training images (0.635 of a pass);
+    # CDD (docs/methods/cdd.rst §Recipe): the release's bank holds 24,000 of VeRi's 37,778 training images (0.635 of a pass);
     # the cpu bank keeps that share of its 2,821 (56 batches of 32); the quick one 8 batches of 8
     "paper": {"cdd": {"optim.epochs": 120, "optim.warmup_frac": 10 / 120, "optim.flat_frac": 40 / 120,
                       "loss.triplet_margin": 0.35, "prune.threshold": 1e-5}},
@@ -121,7 +121,7 @@ METHOD_DEFAULTS: Dict[str, Dict[str, Dict]] = {
 }
 
 #: Per (preset, method, dataset) defaults on top of METHOD_DEFAULTS: the CDD release is its MSMT17
-#: configuration (320x160 input, test batch 512; METHODS 2.5); on VeRi it runs at DEAP's 256x256.
+#: configuration (320x160 input, test batch 512; docs/methods/cdd.rst §Recipe); on VeRi it runs at DEAP's 256x256.
 DATASET_DEFAULTS: Dict[tuple, Dict] = {
     ("paper", "cdd", "msmt17"): {"model.input_size": (320, 160), "data.test_batch_size": 512},
 }

@@ -1,9 +1,9 @@
-"""``structure_kd``: compact structure learning by KD under a MACs or parameter budget (METHODS 10), and
+"""``structure_kd``: compact structure learning by KD under a MACs or parameter budget (docs/methods/structure.rst), and
 ``thinned_kd``, the uniformly thinned network of the same budget trained with the same KD.
 
 The source (Ahmed, Zunino, Morerio, Murino, ICPR 2020; abstract only, no code) states: KD plus a
 customizable block-wise optimisation learns a lightweight structure under a resource constraint (FLOPs or
-parameters). Everything below is this project's design (METHODS 10.2):
+parameters). Everything below is this project's design (docs/methods/structure.rst §Our design):
 
 * Structure variables: the BatchNorm ``(gamma, beta)`` pair of every prunable channel (a plain bottleneck's
   conv1 / conv2 channels, an inverted residual's hidden channels): no extra modules. A channel whose pair is
@@ -93,7 +93,7 @@ class StructureKD(DistillMixin, Method):
         feature_weight: float = 1.0  # weight of the block-wise feature-matching MSE
         lambda_init: float = 1e-4  # initial shrinkage per step of a channel of mean cost (gate-norm units)
         lambda_rate: float = 0.1  # log-growth of lambda per step while over the target
-        init_from_teacher: bool = True  # the student starts from the teacher's weights (METHODS 10.2)
+        init_from_teacher: bool = True  # the student starts from the teacher's weights (docs/methods/structure.rst §Our design)
 
     def start(self) -> str:
         return "teacher" if self.args.init_from_teacher else super().start()

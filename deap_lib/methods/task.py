@@ -6,7 +6,7 @@ from .registry import register_method
 @register_method
 class Teacher(Method):
     """The heavy model every distillation method learns from (trained like the student, recorded as
-    form ``teacher``). The released code ships no teacher script; METHODS 6.1 records our assumption."""
+    form ``teacher``). The released code ships no teacher script; docs/decisions.rst §Open questions records our assumption."""
 
     name = "teacher"
     form = "teacher"
@@ -14,7 +14,7 @@ class Teacher(Method):
 
 @register_method
 class Pretrain(Method):
-    """The stand-in for ImageNet pre-training (ours; METHODS 1.2: the paper starts teacher and student from
+    """The stand-in for ImageNet pre-training (ours; docs/methods/deap.rst §PCP unit: the paper starts teacher and student from
     ImageNet weights): identity classification (CE-LS + triplet) of a generic backbone on a corpus disjoint
     from the benchmark by construction - the preset's ``pretrain`` synthetic set, generated from its own
     stream (other identities, other camera styles) with harsher nuisances (a domain shift). Trained once per

@@ -1,6 +1,6 @@
 """Residual blocks (torchvision v1.5 layout) with optional PCP units.
 
-Notation (METHODS 1.2): ``planes`` = the block's nominal width; ``C1`` = conv1's output width, ``C3`` =
+Notation (docs/methods/deap.rst §PCP unit): ``planes`` = the block's nominal width; ``C1`` = conv1's output width, ``C3`` =
 conv3's input width (both = ``planes`` before pruning). ``widths`` is the tuple of a block's prunable
 internal widths: ``(C1, C3)`` for a bottleneck, ``(C,)`` for a basic block. A pruned (compact) model is
 rebuilt from its per-block ``widths``; everything else follows from (arch, width multiplier).
@@ -9,8 +9,8 @@ PCP variants (``pcp``):
 
 * ``None``  - teacher / plain block (and, with ``deploy=True``, the absorbed form: BN folded into biased
   convs, merged 3x3 conv in ``conv2``).
-* ``"deap"`` - two identity-initialised bias-free 1x1 pruners around the BN-ed 3x3 conv (METHODS 1.2).
-* ``"cdd"``  - a single ``compactor`` after conv2 + BN2, before the ReLU (METHODS 2.1).
+* ``"deap"`` - two identity-initialised bias-free 1x1 pruners around the BN-ed 3x3 conv (docs/methods/deap.rst §PCP unit).
+* ``"cdd"``  - a single ``compactor`` after conv2 + BN2, before the ReLU (docs/methods/cdd.rst §Architecture).
 
 The residual sum ``s = branch(x) + shortcut(x)`` is returned together with the block output ``relu(s)``
 so the network can record GAP(s) (the per-block DL feature) without storing state on the module;

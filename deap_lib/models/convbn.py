@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 
 class ConvBN(nn.Module):
-    """Conv2d (no bias) -> BatchNorm2d -> optional ReLU (METHODS 1.1), or ReLU6 (``relu6``, MobileNetV2).
+    """Conv2d (no bias) -> BatchNorm2d -> optional ReLU (docs/methods/deap.rst §Backbone), or ReLU6 (``relu6``, MobileNetV2).
     ``groups``: 1, or the channel count for a depthwise conv (``in_ch == out_ch == groups``).
 
     ``deploy=True`` builds the BN-folded form instead: a Conv2d *with* bias and ``bn = nn.Identity()``,
@@ -40,7 +40,7 @@ class ConvBN(nn.Module):
         return torch.relu_(x) if self.relu else x
 
     def pre_activation(self, x: Tensor) -> Tensor:
-        """``BN(conv(x))`` without the ReLU (a plain block's conv2-level feature, METHODS 2.1)."""
+        """``BN(conv(x))`` without the ReLU (a plain block's conv2-level feature, docs/methods/cdd.rst §Architecture)."""
         return self.bn(self.conv(x))
 
     def extra_repr(self) -> str:

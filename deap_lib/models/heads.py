@@ -1,4 +1,4 @@
-"""Re-ID heads on the global feature g = GAP(stage 4) (METHODS 1.3).
+"""Re-ID heads on the global feature g = GAP(stage 4) (docs/methods/deap.rst §Head and embeddings).
 
 Each head maps g (B, C_g) to ``(embedding, logits)``; the classifier is bias-free and only needed for
 training. Batch size 1 in train mode: BatchNorm1d cannot use batch statistics of a single sample, so the
@@ -32,7 +32,7 @@ def _init_classifier(linear: nn.Linear) -> None:
 class ClassBlock(nn.Module):
     """g -> BN1d(C_g) -> ReLU -> Linear(C_g -> D, no bias) -> BN1d(D) = embedding f -> classifier (no bias).
 
-    Init (METHODS 1.3): BN weight 1, bias 0; the C_g -> D linear Kaiming-normal (a=0, fan_out); the
+    Init (docs/methods/deap.rst §Head and embeddings): BN weight 1, bias 0; the C_g -> D linear Kaiming-normal (a=0, fan_out); the
     classifier N(0, 0.001^2). The embedding is the D-dim BN1d output.
     """
 

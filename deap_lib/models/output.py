@@ -1,4 +1,4 @@
-"""The training-mode output contract of every re-ID network (METHODS 1.3)."""
+"""The training-mode output contract of every re-ID network (docs/methods/deap.rst §Head and embeddings)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -208,7 +208,7 @@ class ReIDNet(nn.Module):
         """``(lasso1, lasso2)`` over the PCP pruners: the sum of every input-side gate's group norms (DEAP
         pruner-1 columns) and of every output-side one (pruner-2 / CDD compactor / basic-block pruner rows);
         each norm is ``sqrt(sum w^2 + eps)`` in fp32 (:func:`~deap_lib.models.gates.group_norms`). ``eps``
-        (ours, METHODS 8) keeps the gradient finite at an exactly zero group. Zeros without pruners.
+        (ours, docs/decisions.rst §Decisions) keeps the gradient finite at an exactly zero group. Zeros without pruners.
 
         ``scale_invariant`` (ours, not the paper's): each pruner's sum of group norms is divided by the
         pruner's Frobenius norm, ``sum_c ||W[:, c]|| / ||W||_F``. Every pruner feeds a BatchNorm, so the
@@ -252,7 +252,7 @@ def build_model(arch: str, num_classes: int, *, width: float = 1.0, last_stride:
     """Build a re-ID ResNet.
 
     ``arch``: one of ``MODELS`` (resnet18/34/50/101/152, mobilenet_v2). ``pcp``: None | "deap" | "cdd". ``head``:
-    "classblock" (METHODS 1.3) | "bnneck". ``widths``: per-block internal widths of a compact (pruned)
+    "classblock" (docs/methods/deap.rst §Head and embeddings) | "bnneck". ``widths``: per-block internal widths of a compact (pruned)
     model, ``(C1, C3)`` per bottleneck / ``(C,)`` per basic block / ``(hidden,)`` or ``()`` per inverted
     residual (``None`` = unpruned). ``deploy=True``
     (needs ``pcp=None``): the absorbed form, every BN folded into a biased conv (see :mod:`deap_lib.absorb`).

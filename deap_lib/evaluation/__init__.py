@@ -1,0 +1,12 @@
+"""Re-ID retrieval evaluation: distances, mAP / CMC / mINP (:mod:`.metrics`), k-reciprocal re-ranking
+(:mod:`.rerank`), bootstrap intervals and summaries (:mod:`.bootstrap`).
+
+Arrays in, numbers out: this package knows nothing about models (:mod:`deap_lib.inference` extracts features
+with one).
+"""
+from .bootstrap import bootstrap_interval, paired_bootstrap, summarize
+from .metrics import METRICS, compute_distance, evaluate
+from .rerank import re_ranking
+
+__all__ = ["compute_distance", "evaluate", "re_ranking", "bootstrap_interval", "paired_bootstrap", "summarize",
+           "METRICS"]
