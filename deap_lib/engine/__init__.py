@@ -38,7 +38,8 @@ from .schedule import (
     warmup_flat_cosine_lr,
 )
 from .seeding import epoch_seed, seed_epoch, seed_everything
-from .trainer import NonFiniteLossError, OptimizerSpec, StepContext, Trainer, move_to_device
+from .step import NonFiniteLossError, OptimizerSpec, StepContext
+from .trainer import Trainer, move_to_device
 
 __all__ = [
     "CheckpointError", "ConfigMismatchError", "atomic_write", "atomic_write_text", "capture_rng_state",

@@ -5,9 +5,11 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, List, Mapping, Optional, Tuple
 
 import torch
+
+from .distributed import all_reduce_mean, is_distributed
 
 _PLAIN = (str, int, float, bool, type(None))
 
@@ -73,3 +75,31 @@ def _plain_config(cfg: Any, where: str = "config") -> Any:
     if hasattr(cfg, "item") and callable(cfg.item):  # numpy / torch scalars
         return cfg.item()
     raise TypeError(f"{where}: {type(cfg).__name__} is not plain config data (dict/list/str/number/bool/None)")
+
+
+def check_terms(terms: Any, ctx: StepContext) -> Tuple[List[str], List[float], torch.Tensor]:
+    """A step's loss terms checked (a non-empty mapping of scalar tensors, all finite on every rank):
+    ``(names, float values, their sum)``; a clear error naming the term and the iteration otherwise."""
+    where = f"epoch {ctx.epoch}, iteration {ctx.iteration} (global step {ctx.global_step + 1})"
+    if not isinstance(terms, Mapping) or not terms:
+        raise TypeError(f"step_fn must return a non-empty mapping name -> scalar loss tensor; got {type(terms).__name__} at {where}")
+    names = list(terms)
+    for n in names:
+        t = terms[n]
+        if not isinstance(n, str):
+            raise TypeError(f"loss term names must be strings, got {n!r} at {where}")
+        if not isinstance(t, torch.Tensor) or t.numel() != 1:
+            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise TypeError(f"loss term '{n}' must be a scalar tensor, got {shape} at {where}")
+    stacked = torch.stack([terms[n].detach().float().reshape(()) for n in names])
+    finite = torch.isfinite(stacked)
+    bad_flag = (~finite).any().to(torch.float32).reshape(1)
+    if is_distributed():
+        bad_flag = all_reduce_mean(bad_flag)
+    values = stacked.double().cpu().tolist()
+    if bad_flag.item() > 0:
+        bad = [f"{n}={v}" for n, v, ok in zip(names, values, finite.cpu().tolist()) if not ok]
+        msg = f"non-finite loss term(s) {', '.join(bad) or '(on another rank)'} at {where}"
+        raise NonFiniteLossError(msg)
+    total = torch.stack([terms[n].float().reshape(()) for n in names]).sum()
+    return names, values, total

@@ -55,8 +55,8 @@ from .batches import batch_size as _batch_size, move_to_device, to_channels_last
 from .precision import AUTOCAST_DTYPES, autocast, legacy_precision
 from .distributed import all_reduce_mean, auto_device, barrier, get_rank, get_world_size, is_distributed, is_main_process, unwrap
 from .seeding import epoch_seed, seed_everything, seed_epoch
-from .step import NonFiniteLossError, OptimizerSpec, StepContext, _accepts_ctx, _plain_config
-from .trainer_state import CHECKPOINT_FORMAT, TrainerState  # noqa: F401  (CHECKPOINT_FORMAT re-exported)
+from .step import OptimizerSpec, StepContext, _accepts_ctx, _plain_config, check_terms
+from .trainer_state import TrainerState
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +322,7 @@ class Trainer(TrainerState):
             self.optimizer.zero_grad(set_to_none=True)
             with autocast(self.precision, self.device):
                 terms = self.step_fn(batch, ctx) if self._step_takes_ctx else self.step_fn(batch)
-            names, values, total = self._check_terms(terms, ctx)
+            names, values, total = check_terms(terms, ctx)
             n_main = len(values)
             self.scaler.scale(total).backward()
             if self.after_backward is not None or self.grad_clip_norm is not None:
@@ -336,7 +336,7 @@ class Trainer(TrainerState):
                 o.optimizer.zero_grad(set_to_none=True)
                 with autocast(self.precision, self.device):
                     extra = o.step_fn(batch, ctx) if takes_ctx else o.step_fn(batch)
-                x_names, x_values, x_total = self._check_terms(extra, ctx)
+                x_names, x_values, x_total = check_terms(extra, ctx)
                 self.scaler.scale(x_total).backward()
                 if is_distributed():  # outside the DDP forward: average these gradients by hand
                     for g in o.optimizer.param_groups:
@@ -377,28 +377,3 @@ class Trainer(TrainerState):
         row["seconds"] = seconds
         row["images_per_s"] = images * get_world_size() / seconds if seconds > 0 else float("nan")
         return row
-
-    def _check_terms(self, terms: Any, ctx: StepContext) -> tuple[list[str], list[float], torch.Tensor]:
-        where = f"epoch {ctx.epoch}, iteration {ctx.iteration} (global step {ctx.global_step + 1})"
-        if not isinstance(terms, Mapping) or not terms:
-            raise TypeError(f"step_fn must return a non-empty mapping name -> scalar loss tensor; got {type(terms).__name__} at {where}")
-        names = list(terms)
-        for n in names:
-            t = terms[n]
-            if not isinstance(n, str):
-                raise TypeError(f"loss term names must be strings, got {n!r} at {where}")
-            if not isinstance(t, torch.Tensor) or t.numel() != 1:
-                shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-                raise TypeError(f"loss term '{n}' must be a scalar tensor, got {shape} at {where}")
-        stacked = torch.stack([terms[n].detach().float().reshape(()) for n in names])
-        finite = torch.isfinite(stacked)
-        bad_flag = (~finite).any().to(torch.float32).reshape(1)
-        if is_distributed():
-            bad_flag = all_reduce_mean(bad_flag)
-        values = stacked.double().cpu().tolist()
-        if bad_flag.item() > 0:
-            bad = [f"{n}={v}" for n, v, ok in zip(names, values, finite.cpu().tolist()) if not ok]
-            msg = f"non-finite loss term(s) {', '.join(bad) or '(on another rank)'} at {where}"
-            raise NonFiniteLossError(msg)
-        total = torch.stack([terms[n].float().reshape(()) for n in names]).sum()
-        return names, values, total

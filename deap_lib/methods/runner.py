@@ -265,9 +265,9 @@ def finished_run_diff(metrics: Dict[str, Any], cfg: RunConfig) -> Dict[str, Tupl
     made before it was recorded) and, where it recorded them, its methods' resolved ``args`` (keys
     ``resolved_args.<method>.<key>``; runs made before they were recorded compare by config)."""
     diff = run_config_diff(metrics.get("config", {}), cfg)
-    saved_rt = metrics.get("runtime") or legacy_runtime(metrics)
     now_rt = resolve_runtime(cfg, resolve_device(cfg.device))
-    saved_rt = {**legacy_runtime(metrics), **saved_rt}  # keys added later: their value before they existed
+    # the recorded runtime over the legacy one: a key added later counts at its value before it existed
+    saved_rt = {**legacy_runtime(metrics), **(metrics.get("runtime") or {})}
     diff.update({f"runtime.{k} (resolved)": (saved_rt.get(k), now_rt[k]) for k in RUNTIME_KEYS
                  if saved_rt.get(k) != now_rt[k]})
     saved = metrics.get("resolved_args")

@@ -3,7 +3,6 @@ live progress line, collecting their metrics and appending ``summary.csv`` under
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import subprocess
@@ -29,13 +28,14 @@ class JobPool:
     def _finished(self, job: _Job) -> Optional[Dict[str, Any]]:
         """The reusable metrics of a job's folder, or None when it must (re)train. A finished run with
         another config raises unless forced."""
-        path = RunDir(job.run_dir).metrics_path
-        if not path.is_file():
+        rd = RunDir(job.run_dir)
+        if not rd.finished:
             return None
         try:
-            old = json.loads(path.read_text())
-        except ValueError:
+            old = rd.metrics
+        except ValueError:  # a torn or foreign metrics.json: retrain
             return None
+        path = rd.metrics_path
         if self.force_since is not None and path.stat().st_mtime < self.force_since:
             job.extra["why"] = "forced"
             return None
