@@ -422,8 +422,10 @@ def test_study_config(tmp_path):
     assert s.config("np").teacher_path is None
     assert s.config("deap", 0, {"prune.target_macs": 0.3}).prune.target_macs == 0.3
     cpu = Study("cpu", verbose=False)
-    assert cpu.config("deap").eval_every == 4  # 16 epochs: evaluations at 4, 8, 12, 16
-    assert cpu.config("teacher").eval_every == 12  # 60 epochs: 12, ..., 60
+    assert cpu.config("deap").eval_every == 8  # 40 epochs: evaluations at 8, 16, ..., 40
+    assert cpu.config("teacher").optim.epochs == cpu.config("deap").optim.epochs == 40  # one schedule
+    assert cpu.config("deap", 2).pretrained_path == str(Path("runs") / "cpu" / "pretrain-s2" / "model.pt")
+    assert cpu.config("pretrain", 2).data.val_root == ""  # its own corpus, no benchmark validation split
     # data roots: preset's / new folder (generated there) / existing other folder (read as is)
     assert s.config("teacher").data.synthetic == "tiny"
     new = Study("quick", data_root=tmp_path / "new", verbose=False).config("teacher").data
@@ -431,6 +433,8 @@ def test_study_config(tmp_path):
     (tmp_path / "real").mkdir()
     real = Study("quick", data_root=tmp_path / "real", verbose=False).config("teacher").data
     assert real.synthetic == ""
+    real_cpu = Study("cpu", data_root=tmp_path / "real", verbose=False).config("teacher").data
+    assert (real_cpu.synthetic, real_cpu.val_root) == ("", "")  # the generated validation set is not theirs
 
 
 def test_cli_builds_the_study_config(tmp_path, monkeypatch):

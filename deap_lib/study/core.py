@@ -68,6 +68,9 @@ class Study(JobPool, RunReading):
             here = self._abs(root)
             if root != base_cfg.data.root and not (syn and (not here.exists() or _synthetic_matches(here, syn))):
                 ov["data.synthetic"] = ""
+                # real data: the preset's generated validation set does not belong to it (none: periodic
+                # evaluations read the test split and say so; give data.val_root in overrides for one)
+                ov["data.val_root"], ov["data.val_synthetic"] = "", ""
         if epochs is not None:
             ov["optim.epochs"] = int(epochs)
         if device is not None:
@@ -182,21 +185,22 @@ class Study(JobPool, RunReading):
         of that backbone, trained by the same pool."""
         return {k: v for k, v in spec.overrides if k in ARCH_KEYS}
 
-    def pretrain_spec(self, arch: Optional[Mapping[str, Any]] = None) -> RunSpec:
-        """The study's pre-training run (one per study and backbone, shared by every seed)."""
-        return self.spec("pretrain", self.seed, dict(arch or {}))
+    def pretrain_spec(self, arch: Optional[Mapping[str, Any]] = None, seed: Optional[int] = None) -> RunSpec:
+        """The pre-training run of ``seed`` (default the study's) and backbone: each seed draws its own, so that
+        intervals over seeds include what the start varies."""
+        return self.spec("pretrain", self.seed if seed is None else seed, dict(arch or {}))
 
     def teacher_spec(self, seed: Optional[int] = None, arch: Optional[Mapping[str, Any]] = None) -> RunSpec:
         """The teacher of ``seed`` (of the backbone ``arch``, default the preset's)."""
         return self.spec("teacher", seed, dict(arch or {}))
 
-    def pretrain_path(self, arch: Optional[Mapping[str, Any]] = None) -> str:
-        """The study's pre-trained backbone (one per study and backbone, shared by every seed), as stored in
-        configs."""
-        return str(RunDir(self._cli_dir(self.pretrain_spec(arch))).model_path)
+    def pretrain_path(self, arch: Optional[Mapping[str, Any]] = None, seed: Optional[int] = None) -> str:
+        """The pre-trained backbone of ``seed`` (default the study's) and backbone, as stored in configs."""
+        return str(RunDir(self._cli_dir(self.pretrain_spec(arch, seed))).model_path)
 
     def _needs_pretrain(self, spec: RunSpec) -> bool:
-        return self._run_overrides(spec).get("pretrained_path") == self.pretrain_path(self.arch_overrides(spec))
+        return self._run_overrides(spec).get("pretrained_path") == \
+            self.pretrain_path(self.arch_overrides(spec), spec.seed)
 
     def teacher_path(self, seed: Optional[int] = None, arch: Optional[Mapping[str, Any]] = None) -> str:
         """The teacher checkpoint a distillation run of ``seed`` (on backbone ``arch``) uses, as stored in its
@@ -224,7 +228,7 @@ class Study(JobPool, RunReading):
             ov["teacher_path"] = self.teacher_path(spec.seed, arch)
         cfg = get_preset(self.preset, spec.method, **ov)
         if cfg.student_init == "checkpoint" and not cfg.pretrained_path:
-            ov["pretrained_path"] = self.pretrain_path(arch)
+            ov["pretrained_path"] = self.pretrain_path(arch, spec.seed)
         if "eval_every" not in ov:
             ov["eval_every"] = default_eval_every(get_preset(self.preset, spec.method, **ov).optim.epochs)
         return ov
@@ -237,8 +241,11 @@ class Study(JobPool, RunReading):
 
         d = self.config("teacher").data
         root = self._abs(d.root)
-        if d.synthetic and not self._data_ready:
-            ensure_synthetic(str(root), d.synthetic)
+        if not self._data_ready:  # generated here, before the runs that read them start side by side
+            if d.synthetic:
+                ensure_synthetic(str(root), d.synthetic)
+            if d.val_root and d.val_synthetic:
+                ensure_synthetic(str(self._abs(d.val_root)), d.val_synthetic)
         self._data_ready = True
         return build_dataset(d.dataset, root)
 
@@ -267,7 +274,7 @@ class Study(JobPool, RunReading):
                 deps.setdefault(s, []).append(t)
                 todo.append(t)
         for s in list(dict.fromkeys(todo)):
-            pre = self.pretrain_spec(self.arch_overrides(s))
+            pre = self.pretrain_spec(self.arch_overrides(s), s.seed)
             if s != pre and self._needs_pretrain(s):
                 deps.setdefault(s, []).append(pre)
                 todo.append(pre)
