@@ -376,3 +376,36 @@ def test_threaded_chunks_give_the_same_result_and_the_first_nan_row():
     bad[22, 9] = np.nan
     with pytest.raises(ValueError, match="first in query row 22"):
         evaluate(bad, qp, gp, qc, gc, chunk_size=7, threads=3)
+
+
+def test_tost_hand_computed_one_degree_of_freedom():
+    """diffs (0, 0.4): mean 0.2, std 0.2 * sqrt(2), se 0.2; t = 6 against -1 and 4 against +1; with one degree
+    of freedom the t distribution is Cauchy: P(T > t) = 1/2 - arctan(t) / pi."""
+    import math
+
+    from deap_lib.evaluation import tost, verdict
+
+    r = tost([0.0, 0.4], margin=1.0)
+    assert r["mean"] == pytest.approx(0.2) and r["t_lower"] == pytest.approx(6.0) and r["t_upper"] == pytest.approx(4.0)
+    assert r["p_lower"] == pytest.approx(0.5 - math.atan(6.0) / math.pi, rel=1e-9)
+    assert r["p_upper"] == pytest.approx(0.5 - math.atan(4.0) / math.pi, rel=1e-9)  # 0.0780 > 0.05
+    assert r["p"] == r["p_upper"] and r["equivalent"] == 0.0 and verdict([0.0, 0.4]) == "inconclusive"
+    # 90 % interval: t_{0.95, 1} = tan(0.45 pi) = 6.3138
+    assert r["ci_high"] == pytest.approx(0.2 + math.tan(0.45 * math.pi) * 0.2, rel=1e-9)
+
+
+def test_tost_agrees_with_two_one_sided_scipy_tests_and_the_verdicts():
+    from scipy import stats
+
+    from deap_lib.evaluation import tost, verdict
+
+    d = [0.2, -0.1, 0.3]
+    r = tost(d, margin=1.0)
+    lo = stats.ttest_1samp(d, -1.0, alternative="greater").pvalue
+    hi = stats.ttest_1samp(d, 1.0, alternative="less").pvalue
+    assert r["p_lower"] == pytest.approx(lo, rel=1e-9) and r["p_upper"] == pytest.approx(hi, rel=1e-9)
+    assert r["equivalent"] == 1.0 and r["ci_low"] > -1.0 and r["ci_high"] < 1.0 and verdict(d) == "equivalent"
+    assert verdict([-3.1, -2.8, -3.4]) == "worse" and verdict([2.0, 2.5, 1.8]) == "better"
+    assert verdict([0.5, 0.5, 0.5]) == "equivalent" and verdict([1.5, 1.5]) == "better"
+    with pytest.raises(ValueError, match="at least 2"):
+        tost([0.1])
