@@ -43,7 +43,8 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    """Run the study notebooks 00-04 with papermill into OUT/executed/, then refresh the README section."""
+    """Run the core study notebooks (00-04; every notebook with --full) with papermill into OUT/executed/, then
+    refresh the README section."""
     from .reproduce import NotebookFailed, ProgressEcho, reproduce
     from .study import RunFailed
 
@@ -199,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_train)
 
-    r = sub.add_parser("reproduce", help="run the study notebooks 00-04 (papermill) and refresh the README")
+    r = sub.add_parser("reproduce", help="run the core study notebooks 00-04 (with --full: all, 00-07) "
+                       "and refresh the README")
     r.add_argument("--preset", default="cpu", help=presets)
     r.add_argument("--dataset", default=None, help="dataset name (default: the preset's)")
     r.add_argument("--data", default=None, help="dataset root (default: the preset's; generated if synthetic)")
@@ -210,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--jobs", type=int, default=2, help="training subprocesses at a time (1 thread each)")
     r.add_argument("--device", default=None, help="default: the preset's (auto)")
-    r.add_argument("--full", action="store_true", help="also the full study's extras (ablations)")
+    r.add_argument("--full", action="store_true", help="the full study: every notebook, with its seeds, sweeps and "
+                   "ablations")
     r.add_argument("--force", action="store_true", help="re-execute every notebook and re-train every run")
     r.add_argument("--notebooks", nargs="+", default=None, metavar="NAME", help="only these (e.g. 00_data)")
     r.add_argument("--readme", default="auto", help="README whose results section is refreshed (default: "

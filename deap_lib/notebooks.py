@@ -8,6 +8,9 @@ from pathlib import Path
 #: of the seed, the Pareto plot, latency) last, so that it sees every run
 NOTEBOOKS = ("00_data", "01_teacher", "02_dilemma", "03_deap", "05_cdd", "07_structure", "04_absorb_and_plots",
              "06_resolution")
+#: the core study (``make reproduce``: the headline, seed 0): the teacher, DEAP's learned compression against it
+#: and the naive arm, absorption and speed; CDD, the resolution study and structure learning run with ``--full``
+CORE_NOTEBOOKS = ("00_data", "01_teacher", "02_dilemma", "03_deap", "04_absorb_and_plots")
 #: parameters every notebook's ``parameters`` cell defines (the runner injects them all)
 PARAMETERS = ("preset", "dataset", "data_root", "device", "seed", "out", "runs_dir", "epochs", "force", "jobs",
               "full")

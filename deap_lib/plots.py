@@ -41,14 +41,19 @@ def paired_vs(ref, others: Mapping[str, object], who: str = "DEAP") -> pd.DataFr
 
 
 def eval_curves(ax, logs: Mapping[str, pd.DataFrame], *, marker: str = "o", ms: float = 3.0) -> None:
-    """mAP over epochs (the ``eval_mAP`` column of each training log) of several runs on one axis."""
+    """mAP over epochs (the ``eval_mAP`` column of each training log) of several runs on one axis; the y
+    label names the split the evaluations read (the logs' ``eval_split``: ``val`` or ``test``)."""
     from matplotlib.ticker import MaxNLocator
 
+    splits = set()
     for name, log in logs.items():
         if "eval_mAP" in log and log["eval_mAP"].notna().any():
             ok = log["eval_mAP"].notna()
             ax.plot(log.loc[ok, "global_epoch"], log.loc[ok, "eval_mAP"], marker=marker, ms=ms, label=name)
-    ax.set(xlabel="epoch", ylabel="mAP (%)")
+            splits |= set(log.loc[ok, "eval_split"].dropna().astype(str)) if "eval_split" in log else {"test"}
+    where = {"val": "validation split", "test": "test split"}
+    named = " + ".join(where.get(s, s) for s in sorted(splits))
+    ax.set(xlabel="epoch", ylabel=f"mAP (%), {named}" if named else "mAP (%)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 

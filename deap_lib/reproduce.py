@@ -1,6 +1,7 @@
 """``python -m deap_lib reproduce``: run the numbered study notebooks headlessly with papermill.
 
-Each notebook in ``notebooks/`` (00 ... 07) is executed in :data:`NOTEBOOKS` order (04, the summary of the
+The core study runs :data:`~deap_lib.notebooks.CORE_NOTEBOOKS` (00-04), the full one every notebook. Each
+notebook in ``notebooks/`` (00 ... 07) is executed in :data:`NOTEBOOKS` order (04, the summary of the
 DEAP study, after 05 and 07; then 06, the resolution study, which places its points among the study's runs) into
 ``<out>/executed/<name>.ipynb`` with
 the study parameters injected after its ``parameters`` cell, by a kernel running this interpreter. Next to
@@ -23,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from .fileio import atomic_write_text
 
-from .notebooks import NOTEBOOKS, notebook_dir
+from .notebooks import CORE_NOTEBOOKS, NOTEBOOKS, notebook_dir
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -210,7 +211,7 @@ def reproduce(preset: str = "cpu", dataset: Optional[str] = None, data_root: Opt
     cwd = Path(cwd) if cwd is not None else Path.cwd()
     out = default_out(preset, runs_dir) if out is None else out
     readme = default_readme(preset, out, readme)
-    names = list(notebooks) if notebooks is not None else list(NOTEBOOKS)
+    names = list(notebooks) if notebooks is not None else list(NOTEBOOKS if full else CORE_NOTEBOOKS)
     unknown = [n for n in names if n not in NOTEBOOKS]
     if unknown:
         raise KeyError(f"unknown notebook(s) {unknown}; valid: {', '.join(NOTEBOOKS)}")

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -76,7 +76,8 @@ forms
 # %% [markdown]
 # **Figure 03_2**: each weighted loss term per epoch (log scale). The lasso terms measure how much pruner
 # weight is left; the distillation terms (kl, dl, arkd) how far the student is from the teacher. In the paper
-# all terms act from the first iteration with fixed weights (lambda = 0.003 for both lasso terms).
+# all terms act from the first iteration with fixed weights (lambda = 0.003 for both lasso terms; here the
+# preset's lambda, chosen on the validation split in notebook 02).
 
 # %%
 log = study.train_log(deap["run_dir"])
@@ -91,8 +92,9 @@ R.save_figure(fig, out, "03_2_deap_losses", caption="DEAP: weighted loss terms p
 # **Figure 03_3**: the distribution of pruner norms (one per prunable channel) after every epoch, on a log
 # scale (left; dashed: the paper's 1e-3 threshold), and the share of norms below the threshold (right). The
 # paper's mechanism is visible here: the lasso separates the channels into a group near zero (cut) and a
-# group that carries the signal. With gradual pruning (the cpu preset) the dropped channels are exact zeros,
-# left out of the histogram and counted in the right panel.
+# group that carries the signal, and the cut at the end should find the norms settled (the share below the
+# threshold no longer moving). With gradual pruning (a variant; the cpu preset cuts once at the end) the
+# dropped channels are exact zeros, left out of the histogram and counted in the right panel.
 
 # %%
 norms = study.pruner_norms(deap["run_dir"])

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -103,7 +103,7 @@ three
 # teacher's accuracy.
 
 # %%
-runs = study.load_runs()
+runs = study.load_runs(used=True)  # the runs this study's notebooks used (summary.csv), not all on disk
 runs = runs[runs["seed"] == seed]  # other seeds' runs: the seed statistics of notebook 02
 table = R.main_table(runs)
 R.save_table(table, out, "04_1_main_table", markdown_df=R.format_main_table(table),
@@ -132,9 +132,9 @@ R.save_figure(fig, out, "04_2_pareto", caption=f"mAP vs MACs of every run's depl
 
 # %% [markdown]
 # **Figure 04_4**: the share of channels each pruning run keeps in every block (C1: conv1 outputs / pruner-1
-# columns; C3: conv3 inputs / pruner-2 rows). A uniform allocation (the cpu preset) gives one colour per
-# run; the paper's threshold rule lets the lasso decide per block, and reports that deep blocks are cut
-# most.
+# columns; C3: conv3 inputs / pruner-2 rows). The paper's threshold rule (the cpu preset's) lets the lasso
+# decide per block, and the paper reports that deep blocks are cut most; a uniform allocation (a variant)
+# would give one colour per run.
 
 # %%
 pruning = [m for m in (study.metrics(d) for d in runs.loc[runs["form"] == "absorbed", "run_dir"].unique())

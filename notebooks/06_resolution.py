@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -106,10 +106,13 @@ grid = [(label, s, seed) for s in scales for label in METHODS]
 over_seeds = [(label, ablation_scale, sd) for sd in seeds if sd != seed for label in ("LR student", "LR logit KD", "crkd")]
 ablation = [(label, ablation_scale, sd) for sd in (seeds if full else []) for label in ABLATIONS]
 keys = list(dict.fromkeys(grid + over_seeds + ablation))
-refs = [(m, sd) for sd in seeds for m in ("teacher", "student")]
+# the HR plain student, unless it would train exactly as the teacher (then it is the teacher, notebook 01)
+hr_models = ("teacher",) if study.student_is_teacher(seed) else ("teacher", "student")
+refs = [(m, sd) for sd in seeds for m in hr_models]
 ms = study.run_many([spec(*k) for k in keys] + refs)
 run = dict(zip(keys, ms[:len(keys)]))
 ref = dict(zip(refs, ms[len(keys):]))
+ref.update({("student", sd): ref[("teacher", sd)] for sd in seeds if ("student", sd) not in ref})
 print(f"{len(keys)} LR runs at scales {scales}, seeds {seeds}; HR {hr[0]}x{hr[1]}")
 
 # %% [markdown]
@@ -141,7 +144,7 @@ for s in scales:
                      "params_m": f["params_no_classifier"] / 1e6, "mAP": f["mAP"], "mAP_low": f["mAP_low"],
                      "mAP_high": f["mAP_high"], "rank1": f["rank1"]})
 for who in ("teacher", "student"):
-    f = ref[(who, seed)]["forms"][who]
+    f = ref[(who, seed)]["forms"][deployed_form(ref[(who, seed)]["forms"])]
     rows.append({"method": f"HR {who}", "scale": 1.0, "input": f"{hr[0]}x{hr[1]}", "macs_m": f["macs"] / 1e6,
                  "params_m": f["params_no_classifier"] / 1e6, "mAP": f["mAP"], "mAP_low": f["mAP_low"],
                  "mAP_high": f["mAP_high"], "rank1": f["rank1"]})

@@ -409,3 +409,20 @@ def test_tost_agrees_with_two_one_sided_scipy_tests_and_the_verdicts():
     assert verdict([0.5, 0.5, 0.5]) == "equivalent" and verdict([1.5, 1.5]) == "better"
     with pytest.raises(ValueError, match="at least 2"):
         tost([0.1])
+
+
+def test_choice_on_validation_takes_the_strongest_setting_within_the_margin():
+    from deap_lib.results import choose_on_validation, verdicts_over_seeds
+
+    probes = [{"lam": 0.003, "val_mAP": 85.0, "mAP": 70.0}, {"lam": 0.01, "val_mAP": 85.1, "mAP": 60.0},
+              {"lam": 0.02, "val_mAP": 83.0, "mAP": 99.0}, {"lam": 0.03, "val_mAP": 80.7, "mAP": 99.0}]
+    c = choose_on_validation(probes, reference_val=84.5)  # floor 83.5: 0.02 misses it, whatever its test mAP
+    assert c["lam"] == 0.01 and c["qualifies"] and "83.50" in c["rule"]
+    assert choose_on_validation(probes, reference_val=83.9)["lam"] == 0.02  # floor 82.9
+    none = choose_on_validation(probes, reference_val=95.0)
+    assert none["lam"] == 0.003 and not none["qualifies"]
+    with pytest.raises(KeyError, match="validation mAP"):
+        choose_on_validation([{"lam": 0.01, "val_mAP": None}], 80.0)
+    v = verdicts_over_seeds({0: 80.2, 1: 79.9, 2: 80.3}, {0: 80.0, 1: 80.0, 2: 80.0})
+    assert v["per_seed"] == pytest.approx([0.2, -0.1, 0.3]) and v["verdict"] == "equivalent"
+    assert verdicts_over_seeds({0: 75.0}, {0: 80.0, 1: 81.0})["verdict"] == "one seed"

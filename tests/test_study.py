@@ -145,17 +145,19 @@ def test_render_readme_idempotent_and_check(tmp_path):
         "methods": {"deap": {"mAP_mean": 46.04, "mAP_std": 0.62, "d_teacher_mean": -16.94, "d_teacher_ci_low": -19.1,
                              "d_teacher_ci_high": -14.8},
                     "teacher": {"mAP_mean": 62.98, "mAP_std": 0.4}},
-        "deap_vs": {"np": {"verdict": "DEAP better"}, "kd": {"verdict": "DEAP worse"},
-                    "student": {"verdict": "no clear difference"}, "teacher": {"verdict": "DEAP worse"}}}})
+        "verdicts": [{"model": "deap", "against": "teacher", "mean": -0.52, "ci_low": -1.21, "ci_high": 0.17,
+                      "verdict": "inconclusive"},
+                     {"model": "kd", "against": "teacher", "mean": 1.5, "ci_low": 1.0, "ci_high": 2.0,
+                      "verdict": "better"}]}})
     assert R.headline(res).endswith(
         " Over seeds 0, 1, 2 (mean ± sample std): DEAP absorbed 46.0 ± 0.6 % mAP, the teacher 63.0 ± 0.4 %; DEAP minus "
-        "the teacher of its seed -16.9 points (95 % t interval over seeds [-19.1, -14.8]). Across seeds DEAP is "
-        "better than np; worse than kd, teacher; not clearly different from student.")
+        "the teacher of its seed -16.9 points (95 % t interval over seeds [-19.1, -14.8]). deap minus teacher over "
+        "seeds: -0.5 points (90 % t interval [-1.2, +0.2]): inconclusive.")
     # and notebook 05's CDD comparison over seeds
     R.record(res, "05_cdd", {"target_macs": 0.5, "deap_minus_cdd_over_seeds": {
         "n_seeds": 3, "d_mean": 7.26, "d_ci_low": 4.1, "d_ci_high": 10.44, "verdict": "DEAP better"}})
     assert R.headline(res).endswith(
-        "not clearly different from student. Against CDD (its predecessor; both at 50% of the MACs, notebook 05) "
+        "inconclusive. Against CDD (its predecessor; both at 50% of the MACs, notebook 05) "
         "DEAP scores +7.3 points over 3 seeds (95 % t interval [+4.1, +10.4]; DEAP better).")
     R.record(res, "06_resolution", {"ablation_scale": 0.5, "seeds": [0, 1], "crkd_mAP": 61.23, "crkd_macs": 8.9e6,
                                     "teacher_mAP": 82.2, "teacher_macs": 34.58e6, "crkd_vs_lr_baselines_over_seeds": [
@@ -244,6 +246,19 @@ def test_the_headline_table_from_a_hand_made_record(tmp_path):
     assert "| this study: DEAP, absorbed | 70.0 % | 72.0 % | 71.3 | -10.9 [-12.0, -9.9] |" in text
     assert "machine: X x2 | torch 2 | 1 thread | bf16" in text and "[`results/README.md`](results/README.md)" in text
     assert text.startswith(f"# T\n\n{R.HEADLINE_START}\n") and text.endswith(f"{R.HEADLINE_END}\n\nrest\n")
+    # notebook 02's record adds the schedule, DEAP's lambda, the naive arm and the equivalence verdicts
+    R.record(res, "02_dilemma", {"teacher_epochs": 40, "deap_lambda": 0.01, "methods": {"kd_slim": {
+        "macs_fraction": 0.6, "mAP": 72.04, "d_mAP": -2.5, "d_mAP_low": -3.4, "d_mAP_high": -1.6}},
+        "seed_stats": {"seeds": [0, 1, 2], "verdicts": [
+            {"model": "deap", "against": "teacher", "mean": -0.31, "ci_low": -0.9, "ci_high": 0.3, "verdict": "equivalent"},
+            {"model": "deap", "against": "kd", "mean": -2.0, "ci_low": -3.0, "ci_high": -1.0, "verdict": "worse"}]}})
+    R.render_headline(readme, res)
+    text = readme.read_text()
+    assert "| this study: teacher (40 epochs) | | | 82.2 | |" in text
+    assert "| this study: DEAP, absorbed (lambda 0.01, threshold cut) | 70.0 % | 72.0 % | 71.3 |" in text
+    assert "| this study: naive KD + slimming (kd_slim), absorbed | | 40.0 % | 72.0 | -2.5 [-3.4, -1.6] |" in text
+    assert ("Over seeds 0, 1, 2 (each its own pre-training and teacher): deap minus its teacher -0.3 points, 90 % t "
+            "interval [-0.9, +0.3], **equivalent** within ±1.") in text and "minus kd" not in text
 
 
 # ------------------------------------------------------------------------------------------------ main table

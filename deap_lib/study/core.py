@@ -38,6 +38,7 @@ class Study(JobPool, RunReading):
                  overrides: Optional[Mapping[str, Any]] = None, *, dataset: Optional[str] = None,
                  device: Optional[str] = None, eval_every: Optional[int] = None, base: Optional[PathLike] = None,
                  verbose: bool = True):
+        from ..data.synthetic import SYNTHETIC
         from ..methods import get_preset
 
         if jobs < 1 or threads < 1:
@@ -71,6 +72,12 @@ class Study(JobPool, RunReading):
                 # real data: the preset's generated validation set does not belong to it (none: periodic
                 # evaluations read the test split and say so; give data.val_root in overrides for one)
                 ov["data.val_root"], ov["data.val_synthetic"] = "", ""
+            elif base_cfg.data.val_root and base_cfg.data.val_synthetic:  # generated beside it: <root>_val
+                ov["data.val_root"] = root.rstrip("/") + "_val"
+        d = get_preset(preset, "teacher", **ov).data
+        if d.synthetic and not d.val_root and f"{d.synthetic}_val" in SYNTHETIC:
+            # a study on a generated set always has a validation split: the generator's twin beside it
+            ov["data.val_root"], ov["data.val_synthetic"] = d.root.rstrip("/") + "_val", f"{d.synthetic}_val"
         if epochs is not None:
             ov["optim.epochs"] = int(epochs)
         if device is not None:
@@ -160,6 +167,15 @@ class Study(JobPool, RunReading):
         return str(Path(self.runs_dir) / self.preset / spec.name)
 
     # ---------------------------------------------------------------------------------------------- config
+    def student_is_teacher(self, seed: Optional[int] = None) -> bool:
+        """Whether the plain student of ``seed`` would train exactly as its teacher (same architecture, start,
+        schedule and seed: the paper's setting, and the cpu preset's): then it *is* the teacher, and the study
+        reads the teacher run instead of training a copy."""
+        from ..config import config_diff
+
+        diff = config_diff(self.config("teacher", seed).to_dict(), self.config("student", seed).to_dict())
+        return set(diff) <= {"method"}
+
     @staticmethod
     def needs_teacher(method: str) -> bool:
         from ..methods import METHODS

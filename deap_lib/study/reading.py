@@ -21,12 +21,14 @@ class RunReading:
     def metrics(self, run_dir: PathLike) -> Dict[str, Any]:
         return RunDir(run_dir).metrics
 
-    def load_runs(self, all_presets: bool = False):
+    def load_runs(self, all_presets: bool = False, used: bool = False):
         """One row per (run, form) of every finished run under ``runs_dir/<preset>/`` (every preset with
         ``all_presets``): run, run_dir, method, tag, preset, dataset, seed, form, deployed (the run's deployed
         form), the form's metrics (mAP, intervals, rank-k, mINP, params, params_no_classifier, macs), and
         arch (backbone and width), wall_time_s, epochs, target_macs, threshold from the run's config. Runs without a benchmark form (the
-        pre-training, evaluated on its own corpus) are left out."""
+        pre-training, evaluated on its own corpus) are left out. ``used``: only the runs this study's results
+        folder records in ``summary.csv`` (those its executed notebooks trained or reused), not every run
+        lying in the runs folder."""
         import pandas as pd
 
         root = self._abs(self.runs_dir)
@@ -53,7 +55,12 @@ class RunReading:
                            target_macs=cfg.get("prune", {}).get("target_macs"),
                            threshold=cfg.get("prune", {}).get("threshold"))
                 rows.append(row)
-        return pd.DataFrame(rows)
+        table = pd.DataFrame(rows)
+        if used and not table.empty:
+            recorded = set(pd.read_csv(self.summary_csv)["run"].map(lambda r: str(r).rsplit("/", 1)[-1])) \
+                if self.summary_csv.is_file() else set()
+            table = table[table["run"].isin(recorded)].reset_index(drop=True)
+        return table
 
     @staticmethod
     def train_log(run_dir: PathLike):
