@@ -140,6 +140,7 @@ def study(tmp_path_factory):
               epochs=EPOCHS, jobs=2, readme=readme, cwd=REPO, log=lambda m: None,
               notebooks=list(NOTEBOOKS),  # every notebook: the core (00-04) and the full study's others
               parameters={"target_macs": TARGET_MACS, "latency_rounds": 2, "lambdas": list(LAMBDAS),
+                          "lengths": [0.5, 2.0],  # notebook 08: 2 epochs (every run's) and 4
                           "convergence": True, "seeds": list(SEEDS),
                           "pretrain": True})
     import io
@@ -402,6 +403,23 @@ def test_07_structure(study):
     assert w["structure_kd/deap"] == pytest.approx(w["structure_kd"] / w["deap"])
     main = pd.read_csv(study["results"] / "tables" / "04_1_main_table.csv")  # 07 runs before the summary
     assert {"structure_kd", "thinned_kd"} <= set(main["method"])
+
+
+def test_08_factors(study):
+    r = _rec(study, "08_factors")
+    assert r["budget"] == TARGET_MACS and r["lengths"] == [EPOCHS, 2 * EPOCHS]
+    starts = {(x["method"], x["start"]): x for x in r["start"]}
+    assert set(starts) == {(m, s) for m in ("deap", "kd_slim", "thinned_kd") for s in ("pre-trained", "teacher")}
+    for m in ("deap", "kd_slim", "thinned_kd"):
+        t, p = starts[(m, "teacher")], starts[(m, "pre-trained")]
+        assert t["recorded_start"] == "teacher" and p["recorded_start"] != "teacher", m  # what each run recorded
+        assert abs(t["d_teacher_start"] - (t["mAP"] - p["mAP"])) < 1e-6 and t["d_low"] <= t["d_teacher_start"] <= t["d_high"]
+    deap_t, = [json.loads(p.read_text()) for p in (study["runs"] / "quick").glob("deap-pretrained_path*-s0/metrics.json")]
+    assert deap_t["config"]["pretrained_path"].endswith("teacher-s0/model.pt") and deap_t["start"] == "teacher"
+    length = {(x["method"], x["epochs"]): x for x in r["length"]}
+    assert set(length) == {(m, e) for m in ("deap", "kd_slim", "thinned_kd") for e in (EPOCHS, 2 * EPOCHS)}
+    assert all(_pct(x["mAP"]) and 0 < x["macs_kept"] <= 1.0 + 1e-9 for x in length.values())
+    assert {x["deap vs"] for x in r["two_stage"]} == {"kd_then_np", "np_then_kd"}
 
 
 def test_tables_figures_and_readme(study):
