@@ -283,7 +283,8 @@ else:
 
 # %%
 rec = {m: {k: float(v) for k, v in table.loc[table["method"] == m,
-           ["mAP", "mAP_low", "mAP_high", "d_mAP", "d_mAP_low", "d_mAP_high", "macs_fraction", "macs_m"]]
+           ["mAP", "mAP_low", "mAP_high", "d_mAP", "d_mAP_low", "d_mAP_high", "macs_fraction", "macs_m",
+            "params_reduction_pct", "macs_reduction_pct"]]
            .iloc[0].items()} for m in table["method"]}
 R.record(out, "02_dilemma", {
     "epochs": int(by["deap"]["config"]["optim"]["epochs"]),

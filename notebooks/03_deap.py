@@ -104,7 +104,7 @@ hi = np.log10(max(float(v.max()) for v in norms.values())) + 1e-6
 bins = np.linspace(min(lo, np.log10(thr)) - 0.5, hi + 0.1, 41)
 hist = np.stack([np.histogram(np.log10(np.maximum(norms[e], 1e-12)), bins=bins)[0] for e in epochs_logged])
 below = [float((norms[e] < thr).mean()) for e in epochs_logged]
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"wspace": 0.45})
 im = axes[0].imshow(hist.T, origin="lower", aspect="auto", cmap="viridis",
                     extent=[epochs_logged[0] - 0.5, epochs_logged[-1] + 0.5, bins[0], bins[-1]])
 axes[0].axhline(np.log10(thr), c="w", ls="--", lw=1)

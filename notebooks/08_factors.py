@@ -40,8 +40,6 @@ target_macs = None    # budget of thinned_kd and the two-stage baselines; None: 
 lengths = (0.25, 0.5) # other student schedules, fractions of the preset's epochs (at least 2 epochs each)
 
 # %%
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import pandas as pd
 

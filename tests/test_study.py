@@ -248,7 +248,8 @@ def test_the_headline_table_from_a_hand_made_record(tmp_path):
     assert text.startswith(f"# T\n\n{R.HEADLINE_START}\n") and text.endswith(f"{R.HEADLINE_END}\n\nrest\n")
     # notebook 02's record adds the schedule, DEAP's lambda, the naive arm and the equivalence verdicts
     R.record(res, "02_dilemma", {"teacher_epochs": 40, "deap_lambda": 0.01, "methods": {"kd_slim": {
-        "macs_fraction": 0.6, "mAP": 72.04, "d_mAP": -2.5, "d_mAP_low": -3.4, "d_mAP_high": -1.6}},
+        "macs_fraction": 0.6, "mAP": 72.04, "d_mAP": -2.5, "d_mAP_low": -3.4, "d_mAP_high": -1.6,
+        "params_reduction_pct": 45.0, "macs_reduction_pct": 40.0}},
         "seed_stats": {"seeds": [0, 1, 2], "verdicts": [
             {"model": "deap", "against": "teacher", "mean": -0.31, "ci_low": -0.9, "ci_high": 0.3, "verdict": "equivalent"},
             {"model": "deap", "against": "kd", "mean": -2.0, "ci_low": -3.0, "ci_high": -1.0, "verdict": "worse"}]}})
@@ -256,7 +257,7 @@ def test_the_headline_table_from_a_hand_made_record(tmp_path):
     text = readme.read_text()
     assert "| this study: teacher (40 epochs) | | | 82.2 | |" in text
     assert "| this study: DEAP, absorbed (lambda 0.01, threshold cut) | 70.0 % | 72.0 % | 71.3 |" in text
-    assert "| this study: naive KD + slimming (kd_slim), absorbed | | 40.0 % | 72.0 | -2.5 [-3.4, -1.6] |" in text
+    assert "| this study: naive KD + slimming (kd_slim), absorbed | 45.0 % | 40.0 % | 72.0 | -2.5 [-3.4, -1.6] |" in text
     assert ("Over seeds 0, 1, 2 (each its own pre-training and teacher): deap minus its teacher -0.3 points, 90 % t "
             "interval [-0.9, +0.3], **equivalent** within ±1.") in text and "minus kd" not in text
 

@@ -315,7 +315,9 @@ def headline_table(results_dir: PathLike = "results", link_base: PathLike = ".")
              f"[{r['deap_d_mAP_low']:+.1f}, {r['deap_d_mAP_high']:+.1f}] |"]
     slim = d2.get("methods", {}).get("kd_slim")
     if slim:
-        lines.append(f"| this study: naive KD + slimming (kd_slim), absorbed | | {100 * (1 - slim['macs_fraction']):.1f} % "
+        params = f"{slim['params_reduction_pct']:.1f} %" if "params_reduction_pct" in slim else ""
+        macs = slim.get("macs_reduction_pct", 100 * (1 - slim["macs_fraction"]))
+        lines.append(f"| this study: naive KD + slimming (kd_slim), absorbed | {params} | {macs:.1f} % "
                      f"| {slim['mAP']:.1f} | {slim['d_mAP']:+.1f} [{slim['d_mAP_low']:+.1f}, {slim['d_mAP_high']:+.1f}] |")
     verdicts = [v for v in (d2.get("seed_stats") or {}).get("verdicts", []) if v["against"] == "teacher"
                 and v["model"] in ("deap", "kd_slim")]
