@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_train)
 
-    r = sub.add_parser("reproduce", help="run the core study notebooks 00-04 (with --full: all, 00-07) "
+    r = sub.add_parser("reproduce", help="run the core study notebooks 00-04 (with --full: all, 00-08) "
                        "and refresh the README")
     r.add_argument("--preset", default="cpu", help=presets)
     r.add_argument("--dataset", default=None, help="dataset name (default: the preset's)")

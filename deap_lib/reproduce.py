@@ -1,8 +1,8 @@
 """``python -m deap_lib reproduce``: run the numbered study notebooks headlessly with papermill.
 
 The core study runs :data:`~deap_lib.notebooks.CORE_NOTEBOOKS` (00-04), the full one every notebook. Each
-notebook in ``notebooks/`` (00 ... 07) is executed in :data:`NOTEBOOKS` order (04, the summary of the
-DEAP study, after 05 and 07; then 06, the resolution study, which places its points among the study's runs) into
+notebook in ``notebooks/`` (00 ... 08) is executed in :data:`NOTEBOOKS` order (04, the summary of the
+DEAP study, after 05, 07 and 08; then 06, the resolution study, which places its points among the study's runs) into
 ``<out>/executed/<name>.ipynb`` with
 the study parameters injected after its ``parameters`` cell, by a kernel running this interpreter. Next to
 it a stamp ``<name>.stamp.json`` keeps the parameters, the notebook's hash and the code version; a stage
