@@ -776,3 +776,17 @@ def test_a_run_on_another_backbone_gets_its_own_teacher_and_pretraining(tmp_path
     assert kd["teacher_path"] == str(Path(s.runs_dir) / "cpu" / "teacher-s0" / "model.pt")
     assert kd["pretrained_path"] == str(Path(s.runs_dir) / "cpu" / "pretrain-s0" / "model.pt")
     assert s.arch_overrides(s.spec("kd", 0, {"model.arch": "resnet50"})) == {}  # the preset's own: no new teacher
+
+
+def test_learned_budget_is_deaps_absorbed_share_of_its_unpruned_macs(monkeypatch):
+    """The equal-MACs budget: DEAP's absorbed MACs over its unpruned MACs, rounded to 4 places (by hand)."""
+    s = Study("quick", verbose=False)
+    asked = []
+
+    def fake_run(method, seed=None, **kw):
+        asked.append((method, seed))
+        return {"forms": {"unpruned": {"macs": 34_600_000}, "absorbed": {"macs": 17_224_000}}}
+
+    monkeypatch.setattr(s, "run", fake_run)
+    assert s.learned_budget(2) == 0.4978  # 17.224 / 34.6 = 0.497803...
+    assert asked == [("deap", 2)]

@@ -304,6 +304,12 @@ class Study(JobPool, RunReading):
         (``run("deap", prune__target_macs=0.3)``). Returns its metrics dict (plus ``run_dir``)."""
         return self.run_many([self.spec(method, seed, _dotted(overrides, kw), tag)])[0]
 
+    def learned_budget(self, seed: Optional[int] = None) -> float:
+        """DEAP's learned compression of ``seed``: the share of the unpruned MACs its absorbed model keeps after
+        its own threshold cut, rounded to 4 places; the budget every equal-MACs comparison gives the others."""
+        forms = self.run("deap", seed)["forms"]
+        return round(forms["absorbed"]["macs"] / forms["unpruned"]["macs"], 4)
+
     def teacher(self, seed: Optional[int] = None) -> Path:
         """Train or reuse the teacher of ``seed``; returns its run folder (holding ``model.pt``)."""
         self.run("teacher", seed)
