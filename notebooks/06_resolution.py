@@ -72,8 +72,8 @@ study
 # * `LR student`: the student alone at LR (CE + triplet);
 # * `LR logit KD`: the same plus the KL on logits from the HR teacher (T = 2; no feature terms);
 # * `crkd`: the resolution-aware KD (KL at T(s) = 2 / s, embedding L2, pair-wise, MMD, discriminator);
-# * `DEAP at LR`: DEAP's student and losses on the LR view, pruned to the preset's MAC budget of its own LR
-#   network and absorbed (both savings at once);
+# * `DEAP at LR`: DEAP's student and losses on the LR view, cut by its own threshold at the end (the
+#   compression it learns at LR, as at HR in notebook 02) and absorbed (both savings at once);
 # * references: the HR teacher and HR student, and both tested at LR without adaptation (the drop that
 #   motivates the method).
 
