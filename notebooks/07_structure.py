@@ -55,8 +55,8 @@ epochs = None         # None: the preset's number of epochs
 force = False         # True: re-train this notebook's runs
 jobs = 2              # training subprocesses at a time (1 thread each)
 full = False          # the full study: the budget sweep, the own points, the parameter budget, the ablations
-budgets = None        # MACs budgets (fractions of the unpruned MACs) besides DEAP's learned one (always in);
-                      # None: 0.35 and 0.25 when full, none otherwise
+target_macs = None    # the main budget (fraction of the unpruned MACs); None: the one DEAP learned (notebook 02)
+budgets = None        # MACs budgets besides the main one; None: 0.35 and 0.25 when full, none otherwise
 lambdas = None        # None: notebook 02's grid when full: DEAP's and kd_slim's own points (their lambda sweep)
 margin = 1.0          # "no loss": within this many mAP points of the teacher (table 07_10)
 params_budget = 0.28  # full study: the parameter budget of the three methods on the ResNet student
@@ -93,9 +93,10 @@ study
 
 # %%
 learned = study.learned_budget(seed)
+main_budget = float(target_macs) if target_macs is not None else learned
 if budgets is None:
     budgets = [0.35, 0.25] if full else []
-budgets = sorted({float(b) for b in budgets} | {learned}, reverse=True)
+budgets = sorted({float(b) for b in budgets} | {main_budget}, reverse=True)
 if lambdas is None:
     lambdas = list(R.LAMBDA_GRID) if full else []
 if rounding is None:
@@ -141,12 +142,12 @@ if mobilenet:
     mn_keys += [("kd_np_direct", kind, float(b)) for kind, b in mobilenet_budgets if kind == "macs"]
 specs = [(m, seed, at_budget(m, b, kind) if m != "cdd" else budget(b, kind)) for m, kind, b in keys]
 specs += [(m, seed, {**MNV2, **(at_budget(m, b, kind) if b else {})}) for m, kind, b in mn_keys]
-round_budget = learned
+round_budget = main_budget
 ROUND = {"prune.round_widths": True, **budget(round_budget)}
 extra = [("deap", seed, budget(round_budget)), ("deap", seed, ROUND)] if rounding else []
 END_TO_END = {"args.blockwise_frac": 0.0, **at_budget("structure_kd", round_budget)}  # no block-wise phase
 ablation = [("structure_kd", seed, END_TO_END)] if full else []
-IMPOSED = {**budget(learned), "prune.schedule": "gradual", "prune.allocation": "uniform"}  # the earlier rule
+IMPOSED = {**budget(main_budget), "prune.schedule": "gradual", "prune.allocation": "uniform"}  # the earlier rule
 imposed = [("deap", seed, IMPOSED)] if full else []
 KNOB = {"deap": ("loss.lasso1", "loss.lasso2"), "kd_slim": ("loss.lasso1",)}
 own = [(m, seed, {k: float(lam) for k in KNOB[m]}) for m in KNOB for lam in lambdas]  # notebook 02's sweep
@@ -210,11 +211,11 @@ points += [swept("cdd", run[("cdd", "macs", b)], "budget", "macs", b) for b in c
 points += [swept(m, r, f"own cut, lambda={ov[KNOB[m][0]]:g}" if ov else "own cut, the preset's lambda")
            for m, ov, r in own_runs]
 if imposed_run is not None:
-    points.append(swept("deap", imposed_run, "gradual uniform (imposed)", "macs", learned))
+    points.append(swept("deap", imposed_run, "gradual uniform (imposed)", "macs", main_budget))
 sweep = pd.DataFrame([row("teacher", teacher), row("kd (uncompressed)", kd)] + points)
 R.save_table(sweep, out, "07_1_budget_sweep", caption=f"structure_kd, DEAP, kd_slim and the uniformly thinned "
-             f"network (thinned_kd) at MACs budgets {', '.join(f'{b:.1%}' for b in budgets)} (DEAP's learned "
-             f"{learned:.1%} among them), one start, seed {seed}: mAP [95 % CI] (test split), deploy MACs / "
+             f"network (thinned_kd) at MACs budgets {', '.join(f'{b:.1%}' for b in budgets)} (DEAP learned "
+             f"{learned:.1%}), one start, seed {seed}: mAP [95 % CI] (test split), deploy MACs / "
              "parameters and their fractions of the unpruned network, difference to the teacher (paired "
              "bootstrap), training time")
 diffs = []

@@ -10,6 +10,7 @@ import ast
 import json
 import hashlib
 import math
+import numpy as np
 import sys
 import time
 from pathlib import Path
@@ -346,17 +347,22 @@ def test_04_absorb(study):
 
 def test_05_cdd(study):
     r = _rec(study, "05_cdd")
-    assert r["target_macs"] == TARGET_MACS and r["seeds"] == list(SEEDS)
+    assert r["seeds"] == list(SEEDS) and r["epochs"] == EPOCHS
     for s in map(str, SEEDS):
+        assert r["runs"][s] == {"cdd": f"cdd-s{s}", "deap": f"deap-s{s}"}  # each by its own rule: no budget
         d = r["deap_minus_cdd"][s]  # the same runs as notebook 02's, compared on the same queries
         assert abs(d["d_mAP"] - (r["deap_mAP"][s] - r["cdd_mAP"][s])) < 1e-6
         assert d["d_low"] - 1e-9 <= d["d_mAP"] <= d["d_high"] + 1e-9
         cdd = json.loads((study["runs"] / "quick" / r["runs"][s]["cdd"] / "metrics.json").read_text())
         assert cdd["forms"]["absorbed"]["mAP"] == r["cdd_mAP"][s]
-    o = r["deap_minus_cdd_over_seeds"]
-    assert o["n_seeds"] == len(SEEDS) and o["d_ci_low"] <= o["d_mean"] <= o["d_ci_high"]
+        assert r["cdd_macs_kept"][s] == cdd["forms"]["absorbed"]["macs"] / cdd["forms"]["unpruned"]["macs"]
+    o = r["over_seeds"]["DEAP - CDD"]
+    per_seed = [r["deap_mAP"][s] - r["cdd_mAP"][s] for s in map(str, SEEDS)]
+    assert o["per_seed"] == " ".join(f"{x:+.2f}" for x in per_seed)
+    assert abs(o["mean"] - np.mean(per_seed)) < 1e-9 and o["ci_low"] <= o["mean"] <= o["ci_high"]
+    assert set(r["over_seeds"]) == {"DEAP - CDD", "CDD - teacher"}
     assert all(0.0 <= v <= 1.0 for v in r["masked_share_final"])
-    assert r["resetting_ablation"] == {}  # full=False
+    assert r["resetting_ablation"] == {} and r["at_deap_budget"] == {}  # full=False
 
 
 def test_06_resolution(study):
@@ -386,17 +392,28 @@ def test_06_resolution(study):
 def test_07_structure(study):
     r = _rec(study, "07_structure")
     assert r["budgets"] == [TARGET_MACS] and r["params_budget"] == r["mobilenet"] == r["rounded_widths"] == {}  # core
-    rows = {x["method"]: x for x in r["sweep"]}
-    assert {"teacher", "kd (uncompressed)", "structure_kd", "deap", "thinned_kd"} == set(rows)
+    rows = {x["method"]: x for x in r["sweep"] if x.get("rule") in (None, "budget")}
+    assert {"teacher", "kd (uncompressed)", "structure_kd", "deap", "kd_slim", "thinned_kd"} == set(rows)
+    own = {(x["method"], x["rule"]) for x in r["sweep"] if (x.get("rule") or "").startswith("own cut")}
+    assert own == {(m, f"own cut, lambda={lam:g}") for m in ("deap", "kd_slim") for lam in LAMBDAS}  # 02's sweep
     assert rows["teacher"]["macs_frac"] == 1.0 and rows["teacher"]["budget"] is None
     # the structure-learning cut fills the budget within 1 %, the others stay within it
     assert TARGET_MACS - 0.01 <= rows["structure_kd"]["macs_frac"] <= TARGET_MACS
-    assert rows["deap"]["macs_frac"] <= TARGET_MACS + 1e-9 and rows["thinned_kd"]["macs_frac"] <= TARGET_MACS + 1e-9
+    assert all(rows[m]["macs_frac"] <= TARGET_MACS + 1e-9 for m in ("deap", "kd_slim", "thinned_kd"))
     deap = json.loads((study["runs"] / "quick" / f"deap-target_macs{TARGET_MACS}-s0" / "metrics.json").read_text())
     assert deap["forms"]["absorbed"]["mAP"] == rows["deap"]["mAP"]
-    sk = json.loads((study["runs"] / "quick" / f"structure_kd-target_macs{TARGET_MACS}-s0" / "metrics.json").read_text())
+    name = r["runs"][f"structure_kd|macs|{TARGET_MACS}"]
+    assert name == f"quick/structure_kd-init_from_teacherFalse_target_macs{TARGET_MACS}-s0"  # one start: pre-training
+    sk = json.loads((study["runs"] / name / "metrics.json").read_text())
     assert sk["forms"]["absorbed"]["mAP"] == rows["structure_kd"]["mAP"] and sk["absorb_verification"]["max_rel"] < 1e-6
-    assert {d["structure_kd vs"] for d in r["structure_kd_minus"]} == {"deap", "thinned_kd"}
+    assert sk["start"] != "teacher"
+    assert {d["structure_kd vs"] for d in r["structure_kd_minus"]} == {"deap", "kd_slim", "thinned_kd"}
+    for w in r["within_margin"]["rows"]:  # table 07_10: the largest reduction within the margin, or the best
+        pts = [x for x in r["sweep"] if x["method"] == w["method"] and x.get("rule")]
+        ok = [x for x in pts if x["d_teacher"] >= -r["within_margin"]["margin"]]
+        assert w["qualifies"] == bool(ok)
+        assert w["macs_removed"] == pytest.approx(1 - (min(x["macs_frac"] for x in ok) if ok else
+                                                       max(pts, key=lambda x: x["d_teacher"])["macs_frac"]))
     for d in r["structure_kd_minus"]:
         assert d["d_low"] - 1e-9 <= d["d_mAP"] <= d["d_high"] + 1e-9
     w = r["wall_time_s"][0]

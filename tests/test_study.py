@@ -154,11 +154,14 @@ def test_render_readme_idempotent_and_check(tmp_path):
         "the teacher of its seed -16.9 points (95 % t interval over seeds [-19.1, -14.8]). deap minus teacher over "
         "seeds: -0.5 points (90 % t interval [-1.2, +0.2]): inconclusive.")
     # and notebook 05's CDD comparison over seeds
-    R.record(res, "05_cdd", {"target_macs": 0.5, "deap_minus_cdd_over_seeds": {
-        "n_seeds": 3, "d_mean": 7.26, "d_ci_low": 4.1, "d_ci_high": 10.44, "verdict": "DEAP better"}})
+    R.record(res, "05_cdd", {"seeds": [0, 1, 2], "cdd_macs_kept": {"0": 0.6, "1": 0.7, "2": 0.65},
+                             "deap_macs_kept": {"0": 0.5, "1": 0.5, "2": 0.53},
+                             "over_seeds": {"DEAP - CDD": {"mean": 7.26, "ci_low": 4.1, "ci_high": 10.44,
+                                                           "verdict": "better"}}})
     assert R.headline(res).endswith(
-        "inconclusive. Against CDD (its predecessor; both at 50% of the MACs, notebook 05) "
-        "DEAP scores +7.3 points over 3 seeds (95 % t interval [+4.1, +10.4]; DEAP better).")
+        "inconclusive. Against CDD (its predecessor, notebook 05; each by its own threshold cut, seeds 0, 1, 2): "
+        "CDD keeps 65.0% of its MACs, DEAP 51.0%; DEAP minus CDD +7.3 points (90 % t interval [+4.1, +10.4]; "
+        "better).")
     R.record(res, "06_resolution", {"ablation_scale": 0.5, "seeds": [0, 1], "crkd_mAP": 61.23, "crkd_macs": 8.9e6,
                                     "teacher_mAP": 82.2, "teacher_macs": 34.58e6, "crkd_vs_lr_baselines_over_seeds": [
                                         {"vs": "LR student", "d_mean": 3.04, "d_ci_low": 1.0, "d_ci_high": 5.0,
@@ -166,7 +169,7 @@ def test_render_readme_idempotent_and_check(tmp_path):
                                         {"vs": "LR logit KD", "d_mean": -0.5, "d_ci_low": -2.0, "d_ci_high": 1.0,
                                          "verdict": "no clear difference"}]})
     assert R.headline(res).endswith(
-        "DEAP better). Resolution-aware KD (notebook 06) at 0.5 of the input side: crkd 61.2 % mAP at 8.90 M MACs "
+        "better). Resolution-aware KD (notebook 06) at 0.5 of the input side: crkd 61.2 % mAP at 8.90 M MACs "
         "(the teacher 82.2 % at 34.58 M); over seeds 0, 1, crkd minus LR student +3.0 points (95 % t interval "
         "[+1.0, +5.0]; crkd better); minus LR logit KD -0.5 points (95 % t interval [-2.0, +1.0]; no clear "
         "difference).")
@@ -260,6 +263,16 @@ def test_the_headline_table_from_a_hand_made_record(tmp_path):
     assert "| this study: naive KD + slimming (kd_slim), absorbed | 45.0 % | 40.0 % | 72.0 | -2.5 [-3.4, -1.6] |" in text
     assert ("Over seeds 0, 1, 2 (each its own pre-training and teacher): deap minus its teacher -0.3 points, 90 % t "
             "interval [-0.9, +0.3], **equivalent** within ±1.") in text and "minus kd" not in text
+    # notebook 07's table 07_10: each method's largest MACs reduction within the margin of the teacher
+    R.record(res, "07_structure", {"seed": 0, "within_margin": {"margin": 1.0, "rows": [
+        {"method": "deap", "qualifies": True, "rule": "own cut, lambda=0.01", "macs_removed": 0.517, "mAP": 74.1,
+         "d_teacher": -0.4, "d_low": -1.3, "d_high": 0.5},
+        {"method": "thinned_kd", "qualifies": False, "rule": "budget", "macs_removed": 0.5, "mAP": 70.0,
+         "d_teacher": -4.5, "d_low": -5.5, "d_high": -3.5}]}})
+    R.render_headline(readme, res)
+    text = readme.read_text()
+    assert "| deap | 51.7% | own cut, lambda=0.01 | 74.1 | -0.4 [-1.3, +0.5] |" in text
+    assert "| thinned_kd | none within (best: 50.0%) | cut to the budget | 70.0 | -4.5 [-5.5, -3.5] |" in text
 
 
 # ------------------------------------------------------------------------------------------------ main table
