@@ -155,7 +155,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     for form, r in metrics["forms"].items():
         print(f"{form:>18}: mAP {r['mAP_text']}  rank1 {r['rank1_text']}  "
               f"params {r['params_no_classifier'] / 1e6:.3f} M  MACs {r['macs'] / 1e6:.1f} M")
-    print(f"metrics: {os.path.join(out, 'metrics.json')}")
+    from .rundir import RunDir
+
+    print(f"metrics: {RunDir(out).metrics_path}")
     return 0
 
 

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -36,14 +36,10 @@ full = False          # the full study's extras (ablations)
 import sys
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
-from matplotlib.ticker import MaxNLocator
 
-from deap_lib import plots as P
 from deap_lib import results as R
-from deap_lib.study import Study, deployed_form
+from deap_lib.study import Study
 
 study = Study.from_notebook(globals())  # paths relative to the repository root
 study

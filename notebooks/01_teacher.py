@@ -36,10 +36,7 @@ seeds = None         # seeds of the main runs (None: seed, seed+1, seed+2 when f
 pretrain = None      # the pre-training stage and its transfer gain (None: when full and the preset starts from it)
 
 # %%
-from pathlib import Path
-
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 
 from deap_lib import plots as P
@@ -129,7 +126,7 @@ if convergence:
     from deap_lib.evaluation import paired_bootstrap
 
     longer = ms[extra["x2"]]
-    pq = [dict(np.load(Path(m["run_dir"]) / "per_query_teacher.npz")) for m in (longer, teacher)]
+    pq = [R.load_per_query(m["run_dir"], "teacher") for m in (longer, teacher)]
     d = paired_bootstrap(*pq)["mAP"]
     conv = {"epochs": epochs_t, "epochs_long": 2 * epochs_t, "mAP": teacher["forms"]["teacher"]["mAP"],
             "mAP_long": longer["forms"]["teacher"]["mAP"], "d_mAP": 100 * d["diff"], "d_mAP_low": 100 * d["low"],

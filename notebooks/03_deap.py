@@ -34,9 +34,6 @@ full = False          # the full study's extras (ablations)
 ablations = None      # the loss-term and proximal-update ablations (None: in the full study)
 
 # %%
-import sys
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -44,7 +41,7 @@ from matplotlib.ticker import MaxNLocator
 
 from deap_lib import plots as P
 from deap_lib import results as R
-from deap_lib.study import Study, deployed_form
+from deap_lib.study import Study
 
 study = Study.from_notebook(globals())  # paths relative to the repository root
 study

@@ -42,11 +42,11 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import MaxNLocator
 
 from deap_lib import plots as P
 from deap_lib import results as R
-from deap_lib.study import Study, deployed_form
+from deap_lib.rundir import RunDir
+from deap_lib.study import Study
 
 study = Study.from_notebook(globals())  # paths relative to the repository root
 study
@@ -60,8 +60,6 @@ study
 # The paper's claim: re-parameterisation changes nothing but float rounding (relative differences ~1e-6).
 
 # %%
-import torch
-
 from deap_lib.absorb import absorb, prune, to_deploy, verify
 from deap_lib.complexity import measure_latency
 from deap_lib.export import load_compact
@@ -72,7 +70,7 @@ deap = study.run("deap", seed)
 cfg = study.config("deap")
 pc = cfg.prune
 input_size = (3, *cfg.model.input_size)
-student = load_compact(str(Path(deap["run_dir"]) / "model.pt"))  # trained PCP student, before the cut
+student = load_compact(str(RunDir(deap["run_dir"]).model_path))  # trained PCP student, before the cut
 absorbed_nb, report = absorb(student, pc.threshold, pc.min_channels, relative=pc.relative, input_size=input_size)
 pruned_nb = prune(student, pc.threshold, pc.min_channels, relative=pc.relative).eval()
 images = next(iter(RunData(cfg).query))[0][:16]
@@ -157,9 +155,9 @@ R.save_figure(fig, out, "04_4_kept_channels", caption="Kept channels per block o
 # per-layer overheads at this toy scale; the paper reports FLOPs only.
 
 # %%
-teacher_model = load_compact(str(Path(teacher_dir) / "model.pt"))
+teacher_model = load_compact(str(RunDir(teacher_dir).model_path))
 models = {"teacher_folded": to_deploy(teacher_model), "teacher": teacher_model, "unpruned": to_deploy(student),
-          "pruned": pruned_nb, "absorbed": load_compact(str(Path(deap["run_dir"]) / "absorbed.pt"))}
+          "pruned": pruned_nb, "absorbed": load_compact(str(RunDir(deap["run_dir"]).absorbed_path))}
 from deap_lib.complexity import profile
 
 macs = {k: profile(m, input_size)["macs"] for k, m in models.items()}
@@ -197,7 +195,7 @@ if paper_latency:
     import bench_deploy
 
     bench = bench_deploy.run(scales=("study", "paper"), threads=study.threads, rounds=3, repeats=2,
-                             run_metrics=str(Path(deap["run_dir"]) / "metrics.json"), batches=(1,))
+                             run_metrics=str(RunDir(deap["run_dir"]).metrics_path), batches=(1,))
     dep_rows = pd.DataFrame(bench["rows"])
     best = pd.DataFrame(bench_deploy.best_paths(bench))
     R.save_table(best, out, "04_6_deploy_runtimes", caption=f"Fastest deploy runtime of the absorbed student at "

@@ -48,7 +48,6 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import torch
 
 from deap_lib import plots as P
 from deap_lib import results as R
@@ -56,6 +55,7 @@ from deap_lib import resolution as RES
 from deap_lib.complexity import profile
 from deap_lib.export import load_compact
 from deap_lib.inference import per_query_arrays
+from deap_lib.rundir import RunDir
 from deap_lib.study import Study, deployed_form
 
 study = Study.from_notebook(globals())  # paths relative to the repository root
@@ -130,7 +130,7 @@ for s in scales:
     size = RES.lr_size(hr, s)
     for who in ("teacher", "student"):
         m = ref[(who, seed)]
-        net = load_compact(str(Path(m["run_dir"]) / "model.pt")).eval()
+        net = load_compact(str(RunDir(m["run_dir"]).model_path)).eval()
         summ, res = RES.evaluate_at(net, cfg_hr, size, seed=seed)
         at_lr[(who, s)] = (summ, per_query_arrays(res))
         cx = profile(net, (3, *size))
@@ -269,12 +269,12 @@ else:
 # space can do this; the LR student alone and the HR student share no space with the teacher.
 
 # %%
-teacher_net = load_compact(str(Path(ref[("teacher", seed)]["run_dir"]) / "model.pt")).eval()
+teacher_net = load_compact(str(RunDir(ref[("teacher", seed)]["run_dir"]).model_path)).eval()
 method, sd, ov, _ = spec("crkd", a, seed)
 cfg_lr = study.config(method, sd, ov)
 cross_rows = []
 students = {lbl: RES.deployed_model(run[(lbl, a, seed)]) for lbl in METHODS}
-students["HR student, tested at LR"] = load_compact(str(Path(ref[("student", seed)]["run_dir"]) / "model.pt")).eval()
+students["HR student, tested at LR"] = load_compact(str(RunDir(ref[("student", seed)]["run_dir"]).model_path)).eval()
 for lbl, net in students.items():
     summ, _ = RES.evaluate_cross_resolution(net, teacher_net, cfg_lr, seed=seed)
     sym = (run[(lbl, a, seed)]["forms"][deployed_form(run[(lbl, a, seed)]["forms"])] if lbl in METHODS

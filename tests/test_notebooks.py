@@ -44,6 +44,25 @@ def _main_run(study, method, seed):
 
 
 # ------------------------------------------------------------------------------------------------ committed
+RUN_FILES = ("metrics.json", "model.pt", "absorbed.pt", "per_query_", "pruner_norms.json", "train_log.csv", "last.pt")
+
+
+def _run_file_literals(source: str):
+    """String constants of ``source`` (docstrings and comments aside) that name a run folder's files."""
+    tree = ast.parse(source)
+    bare = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)}
+    return [(n.lineno, n.value) for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+            and id(n) not in bare and any(f in n.value for f in RUN_FILES)]
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebooks_read_run_folders_through_rundir(name):
+    """A notebook never builds a run folder's file names: deap_lib.rundir.RunDir owns them."""
+    assert _run_file_literals((notebook_dir() / f"{name}.py").read_text()) == []
+    planted = 'x = np.load(Path(run) / "per_query_teacher.npz")\ny = f"{run}/metrics.json"\n'
+    assert sorted(ln for ln, _ in _run_file_literals(planted)) == [1, 2]  # the check catches both spellings
+
+
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_committed_clean_with_parameters(name):
     nb = nbformat.read(notebook_dir() / f"{name}.ipynb", as_version=4)

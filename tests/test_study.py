@@ -803,3 +803,16 @@ def test_learned_budget_is_deaps_absorbed_share_of_its_unpruned_macs(monkeypatch
     monkeypatch.setattr(s, "run", fake_run)
     assert s.learned_budget(2) == 0.4978  # 17.224 / 34.6 = 0.497803...
     assert asked == [("deap", 2)]
+
+
+def test_training_subprocesses_import_this_checkout(monkeypatch):
+    """The subprocess environment puts the folder that holds this deap_lib first on PYTHONPATH (so
+    ``python -m deap_lib train`` runs this code), never the package folder itself (whose modules would shadow
+    top-level names such as ``data`` or ``config``)."""
+    import deap_lib
+
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    env = Study("quick", verbose=False)._env()
+    first, *rest = env["PYTHONPATH"].split(os.pathsep)
+    assert Path(first) == Path(deap_lib.__file__).resolve().parents[1] and (Path(first) / "deap_lib").is_dir()
+    assert rest == ["/elsewhere"] and env["OMP_NUM_THREADS"] == str(Study("quick", verbose=False).threads)

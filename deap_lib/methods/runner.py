@@ -90,10 +90,10 @@ def check_teacher(cfg: RunConfig, teacher: ReIDNet, num_classes: int) -> None:
         problems.append(f"it is a {tc.get('arch')} x{tc.get('width')}, the student a {cfg.model.arch} "
                         f"x{cfg.model.width}; DL/ARKD match features block by block (loss.dl_weight=0 and "
                         "loss.arkd_weight=0 for logit KD only)")
-    meta = Path(cfg.teacher_path).parent / "metrics.json"
-    if meta.is_file():
+    meta = RunDir(Path(cfg.teacher_path).parent)
+    if meta.finished:
         try:
-            tcfg = json.loads(meta.read_text()).get("config", {})
+            tcfg = meta.metrics.get("config", {})
         except ValueError:
             tcfg = {}
         size = tcfg.get("model", {}).get("input_size")

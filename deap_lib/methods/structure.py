@@ -52,6 +52,7 @@ from ..budget import (ChannelCosts, alive_widths, budget_masks, check_budget, co
 from ..export import save_compact
 from ..losses.sparsity import gate_soft_threshold_
 from ..models.gates import group_norms, zero_channels_
+from ..rundir import RunDir
 from .base import DistillMixin, Method, UserError
 from .registry import register_method
 from .kd import KD
@@ -300,7 +301,7 @@ class ThinnedKD(KD):
     def compress(self, ctx) -> Dict[str, Any]:
         deploy = to_deploy(self.net)
         ctx.rec.add("absorbed", deploy)
-        save_compact(deploy.cpu(), str(ctx.out_dir / "absorbed.pt"))
+        save_compact(deploy.cpu(), str(RunDir(ctx.out_dir).absorbed_path))
         return {"prune_rule": {"budget": self.budget, "budget_kind": self.kind, "achieved_fraction": self.achieved,
                                "selection": "uniform width multiplier"},
                 "kept_widths": [list(w) for w in deploy.block_widths()], "original_widths": self.full_widths}

@@ -137,7 +137,7 @@ class JobPool:
     def _env(self) -> Dict[str, str]:
         env = dict(os.environ)
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(self.threads)
-        pkg_root = str(Path(__file__).resolve().parents[1])
+        pkg_root = str(Path(__file__).resolve().parents[2])  # the folder holding deap_lib (this is deap_lib/study/)
         env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env["PYTHONUNBUFFERED"] = "1"
         return env

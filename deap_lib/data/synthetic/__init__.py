@@ -34,7 +34,8 @@ same seed and config give byte-identical files whatever the number of worker pro
 from .config import DEFAULT_DIFFICULTY, GENERATOR_VERSION, NUM_VERI_IDS, VEHICLE_TYPES, SyntheticConfig, SyntheticInfo
 from .identity import VehicleIdentity, sample_identity
 from .model import build_vehicle_model
-from .scene import (camera_style, encode_jpeg, image_params, render_identity, render_image,
+from .camera import camera_style
+from .scene import (encode_jpeg, image_params, render_identity, render_image,
                     render_vehicle)
 from .writer import (FACTOR_COLUMNS, SYNTHETIC, ensure_synthetic, make_synthetic_veri, read_factors, sample_grid,
                      synthetic_config, synthetic_seed)
