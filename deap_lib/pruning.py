@@ -27,9 +27,9 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .complexity import profile
 from .models import ReIDNet, build_model
 from .models.gates import group_norms, zero_channels_
+from .models.pcp_kinds import pruner_names
 
 #: Threshold that removes exactly the groups whose norm is 0 (zeroed by a selection).
 ZERO_THRESHOLD = 1e-30
@@ -74,7 +74,7 @@ def plain_to_pcp(plain: ReIDNet, kind: str = "deap") -> ReIDNet:
     pcp = build_model(**cfg)
     src, dst = plain.state_dict(), pcp.state_dict()
     pruner_keys = {f"backbone.{name}.{p}.weight" for name, _ in pcp.named_pcp_blocks()
-                   for p in ("pruner1", "pruner2", "compactor")}
+                   for p in pruner_names()}
     missing = set(dst) - set(src)
     if missing != pruner_keys & set(dst) or set(src) - set(dst):
         raise RuntimeError(f"plain_to_pcp: unexpected structure difference: missing {sorted(missing - pruner_keys)[:5]}"

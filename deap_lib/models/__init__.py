@@ -7,9 +7,10 @@ from .blocks import BasicBlock, Bottleneck
 from .convbn import ConvBN, StemMaxPool, make_pruner
 from .heads import HEADS, BNNeck, ClassBlock
 from .output import ReIDOutput
+from .pcp_kinds import PCP_KINDS, PcpKind, register_pcp_kind
 from .pretrained import load_pretrained
 from .resnet import MODELS, ArchSpec, ReIDNet, ResNetBackbone, build_model, scale_channels
 
-__all__ = ["build_model", "load_pretrained", "MODELS", "HEADS", "ReIDNet", "ReIDOutput", "ResNetBackbone",
+__all__ = ["PCP_KINDS", "PcpKind", "register_pcp_kind", "build_model", "load_pretrained", "MODELS", "HEADS", "ReIDNet", "ReIDOutput", "ResNetBackbone",
            "ArchSpec", "Bottleneck", "BasicBlock", "ConvBN", "StemMaxPool", "make_pruner", "ClassBlock", "BNNeck",
            "scale_channels"]

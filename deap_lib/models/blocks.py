@@ -5,12 +5,14 @@ conv3's input width (both = ``planes`` before pruning). ``widths`` is the tuple 
 internal widths: ``(C1, C3)`` for a bottleneck, ``(C,)`` for a basic block. A pruned (compact) model is
 rebuilt from its per-block ``widths``; everything else follows from (arch, width multiplier).
 
-PCP variants (``pcp``):
+PCP variants (``pcp``, a name of the :data:`~deap_lib.models.pcp_kinds.PCP_KINDS` registry):
 
 * ``None``  - teacher / plain block (and, with ``deploy=True``, the absorbed form: BN folded into biased
   convs, merged 3x3 conv in ``conv2``).
 * ``"deap"`` - two identity-initialised bias-free 1x1 pruners around the BN-ed 3x3 conv (docs/methods/deap.rst §PCP unit).
 * ``"cdd"``  - a single ``compactor`` after conv2 + BN2, before the ReLU (docs/methods/cdd.rst §Architecture).
+* any other registered :class:`~deap_lib.models.pcp_kinds.PcpKind`: its input-side and / or output-side
+  pruner, built, cut, fused and run by the same code.
 
 The residual sum ``s = branch(x) + shortcut(x)`` is returned together with the block output ``relu(s)``
 so the network can record GAP(s) (the per-block DL feature) without storing state on the module;
@@ -30,8 +32,7 @@ from torch import Tensor, nn
 
 from .convbn import ConvBN, make_pruner
 from .gates import Gate
-
-PCP_KINDS = (None, "deap", "cdd")
+from .pcp_kinds import PCP_KINDS, PcpKind
 
 
 class BlockTrace(NamedTuple):
@@ -50,11 +51,13 @@ class BlockTrace(NamedTuple):
     gated: Tensor
 
 
-def _check_pcp(pcp: Optional[str], deploy: bool) -> None:
-    if pcp not in PCP_KINDS:
-        raise ValueError(f"pcp must be one of {PCP_KINDS}, got {pcp!r}")
+def _check_pcp(pcp: Optional[str], deploy: bool) -> Optional[PcpKind]:
+    """The registered kind ``pcp`` names (None for a plain block); a ValueError listing the kinds otherwise."""
+    if pcp is not None and pcp not in PCP_KINDS:
+        raise ValueError(f"pcp must be None or a registered PCP kind ({', '.join(PCP_KINDS.names())}), got {pcp!r}")
     if deploy and pcp is not None:
         raise ValueError("deploy=True builds the absorbed (BN-folded, pruner-free) form; it needs pcp=None")
+    return None if pcp is None else PCP_KINDS.get(pcp)
 
 
 def _shortcut(in_ch: int, out_ch: int, stride: int, deploy: bool) -> nn.Module:
@@ -109,6 +112,8 @@ class Bottleneck(nn.Module):
       channels; pruner2's rows are conv3's input channels.
     * ``pcp="cdd"``:  conv1(BN,ReLU) -> conv2 3x3 C1->planes (BN) -> compactor planes->C3 -> ReLU ->
       conv3(BN) -> +shortcut -> ReLU. Only C3 is prunable (compactor rows).
+    * another kind: its ``pre`` pruner (C1->planes) before conv2 and / or its ``post`` pruner (planes->C3)
+      after it; a width without a pruner is conv2's own (C1 in, C3 out) and is not prunable.
     """
 
     expansion = 4
@@ -117,23 +122,25 @@ class Bottleneck(nn.Module):
     def __init__(self, in_ch: int, planes: int, stride: int = 1, pcp: Optional[str] = None,
                  widths: Optional[Sequence[int]] = None, deploy: bool = False):
         super().__init__()
-        _check_pcp(pcp, deploy)
+        kind = _check_pcp(pcp, deploy)
         c1, c3 = _check_widths(widths, (planes, planes), "bottleneck")
         out_ch = planes * self.expansion
         self.pcp, self.planes, self.stride, self.in_ch, self.out_ch = pcp, planes, stride, in_ch, out_ch
-        self.pruner1: Optional[nn.Conv2d] = None
+        self.pruner1: Optional[nn.Conv2d] = None  # the built-in kinds' pruners (None where absent)
         self.pruner2: Optional[nn.Conv2d] = None
         self.compactor: Optional[nn.Conv2d] = None
+        self._pre_name = kind.pre if kind is not None else None
+        self._post_name = kind.post if kind is not None else None
         self.conv1 = ConvBN(in_ch, c1, 1, relu=True, deploy=deploy)
-        if pcp == "deap":
-            self.pruner1 = make_pruner(c1, planes)
-            self.conv2 = ConvBN(planes, planes, 3, stride=stride, relu=False)
-            self.pruner2 = make_pruner(planes, c3)
-        elif pcp == "cdd":
-            self.conv2 = ConvBN(c1, planes, 3, stride=stride, relu=False)
-            self.compactor = make_pruner(planes, c3)
-        else:
+        if kind is None:
             self.conv2 = ConvBN(c1, c3, 3, stride=stride, relu=True, deploy=deploy)
+        else:  # created in this order: conv1, pre, conv2, post (the initialisation's random draws follow it)
+            if kind.pre is not None:
+                setattr(self, kind.pre, make_pruner(c1, planes))
+            self.conv2 = ConvBN(planes if kind.pre else c1, planes if kind.post else c3, 3, stride=stride,
+                                relu=False)
+            if kind.post is not None:
+                setattr(self, kind.post, make_pruner(planes, c3))
         self.conv3 = ConvBN(c3, out_ch, 1, relu=False, deploy=deploy)
         self.shortcut = _shortcut(in_ch, out_ch, stride, deploy)
 
@@ -142,15 +149,27 @@ class Bottleneck(nn.Module):
         """Current ``(C1, C3)``."""
         return (self.conv1.conv.out_channels, self.conv3.conv.in_channels)
 
+    def _pre(self) -> Optional[nn.Conv2d]:
+        """The input-side pruner (C1 columns), if the kind has one."""
+        return getattr(self, self._pre_name) if self._pre_name else None
+
+    def _post(self) -> Optional[nn.Conv2d]:
+        """The output-side pruner (C3 rows), if the kind has one."""
+        return getattr(self, self._post_name) if self._post_name else None
+
+    def pruners(self) -> Tuple[nn.Conv2d, ...]:
+        """The block's PCP pruners (none in a plain block)."""
+        return tuple(p for p in (self._pre(), self._post()) if p is not None)
+
     # ---------------------------------------------------------------- compression
     def gates(self) -> Tuple[Gate, ...]:
-        """Prunable groups: DEAP pruner-1 columns (C1) and pruner-2 rows (C3); the CDD compactor rows (C3);
-        for a plain block the conv1-BN (C1) and conv2-BN (C3) ``(gamma, beta)`` pairs; none when deployed."""
-        if self.pcp == "deap":
-            return (Gate("pruner1", 0, 1, ((self.pruner1.weight, 1),)),
-                    Gate("pruner2", 1, 2, ((self.pruner2.weight, 0),)))
-        if self.pcp == "cdd":
-            return (Gate("compactor", 1, 2, ((self.compactor.weight, 0),)),)
+        """Prunable groups: the input-side pruner's columns (C1; DEAP's pruner 1) and the output-side one's
+        rows (C3; DEAP's pruner 2, CDD's compactor); for a plain block the conv1-BN (C1) and conv2-BN (C3)
+        ``(gamma, beta)`` pairs; none when deployed."""
+        if self.pcp is not None:
+            pre, post = self._pre(), self._post()
+            return tuple(([Gate(self._pre_name, 0, 1, ((pre.weight, 1),))] if pre is not None else []) +
+                         ([Gate(self._post_name, 1, 2, ((post.weight, 0),))] if post is not None else []))
         if isinstance(self.conv1.bn, nn.BatchNorm2d):
             return (_bn_gate("bn1", 0, 1, self.conv1), _bn_gate("bn2", 1, 2, self.conv2))
         return ()
@@ -165,8 +184,8 @@ class Bottleneck(nn.Module):
     @torch.no_grad()
     def pruned(self, keep: Sequence[Tensor]) -> "Bottleneck":
         """A copy keeping conv1 output channels ``keep[0]`` and conv3 input channels ``keep[1]`` (index
-        tensors), with the pruner columns / rows (DEAP), compactor rows (CDD) or conv2 slices (plain) that
-        go with them. conv3's BN is untouched (its channels are block outputs)."""
+        tensors), with the pruner columns / rows (DEAP), compactor rows (CDD) or conv2 slices (plain, or a
+        width without a pruner) that go with them. conv3's BN is untouched (its channels are block outputs)."""
         if self.conv1.deploy:
             raise ValueError("pruned: cut a training-form block (deploy blocks have no gates)")
         k1, k3 = (k.to(self.conv1.conv.weight.device) for k in keep)
@@ -174,15 +193,16 @@ class Bottleneck(nn.Module):
                     self)
         new.shortcut.load_state_dict(self.shortcut.state_dict())
         new.conv1 = self.conv1.sliced(out_idx=k1)
-        if self.pcp == "deap":
-            new.pruner1.weight.copy_(self.pruner1.weight[:, k1])
+        pre, post = self._pre(), self._post()
+        if pre is not None:
+            new._pre().weight.copy_(pre.weight[:, k1])
+        if pre is not None and post is not None:
             new.conv2.load_state_dict(self.conv2.state_dict())
-            new.pruner2.weight.copy_(self.pruner2.weight[k3])
-        elif self.pcp == "cdd":
-            new.conv2 = self.conv2.sliced(in_idx=k1)
-            new.compactor.weight.copy_(self.compactor.weight[k3])
         else:
-            new.conv2 = self.conv2.sliced(out_idx=k3, in_idx=k1)
+            new.conv2 = self.conv2.sliced(out_idx=None if post is not None else k3,
+                                          in_idx=None if pre is not None else k1)
+        if post is not None:
+            new._post().weight.copy_(post.weight[k3])
         new.conv3 = self.conv3.sliced(in_idx=k3)
         return new.train(self.training)
 
@@ -194,9 +214,9 @@ class Bottleneck(nn.Module):
             new.shortcut.set_folded(*self.shortcut.fold())
         new.conv1.set_folded(*self.conv1.fold())
         k, b = self.conv2.fold()
-        if self.pruner1 is not None:
-            k = _merge_in(k, self.pruner1)
-        post = self.pruner2 if self.pruner2 is not None else self.compactor
+        pre, post = self._pre(), self._post()
+        if pre is not None:
+            k = _merge_in(k, pre)
         if post is not None:
             k, b = _merge_out(k, b, post)
         new.conv2.set_folded(k, b)
@@ -206,10 +226,10 @@ class Bottleneck(nn.Module):
     def forward_trace(self, x: Tensor) -> BlockTrace:
         """The block output with its residual sum and conv2-level maps (:class:`BlockTrace`)."""
         out = self.conv1(x)
-        if self.pruner1 is not None:
-            out = self.pruner1(out)
+        pre, post = self._pre(), self._post()
+        if pre is not None:
+            out = pre(out)
         mid = self.conv2.pre_activation(out)
-        post = self.pruner2 if self.pruner2 is not None else self.compactor
         gated = post(mid) if post is not None else mid
         s = self.conv3(torch.relu(gated)) + self.shortcut(x)
         return BlockTrace(torch.relu(s), s, mid, gated)
@@ -219,10 +239,10 @@ class Bottleneck(nn.Module):
         and gradients without its two conv2-level maps (none of these ops' backward reads what is overwritten;
         ``pool`` must not save ``s`` either), and ~3 fewer map copies a block."""
         out = self.conv1(x)
-        if self.pruner1 is not None:
-            out = self.pruner1(out)
+        pre, post = self._pre(), self._post()
+        if pre is not None:
+            out = pre(out)
         out = self.conv2.pre_activation(out)
-        post = self.pruner2 if self.pruner2 is not None else self.compactor
         if post is not None:
             out = post(out)
         s = self.conv3(torch.relu_(out)).add_(self.shortcut(x))
@@ -237,13 +257,12 @@ class Bottleneck(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Block output only; the residual add and final ReLU run in place (no copy of ``s`` is kept)."""
         out = self.conv1(x)
-        if self.pruner1 is not None:
-            out = self.pruner1(out)
-        out = self.conv2(out)
-        if self.pruner2 is not None:
-            out = torch.relu_(self.pruner2(out))
-        elif self.compactor is not None:
-            out = torch.relu_(self.compactor(out))
+        pre, post = self._pre(), self._post()
+        if pre is not None:
+            out = pre(out)
+        out = self.conv2(out)  # with its ReLU in a plain block; a PCP block's comes after its post pruner
+        if self.pcp is not None:
+            out = torch.relu_(post(out) if post is not None else out)
         return torch.relu_(self.conv3(out).add_(self.shortcut(x)))
 
 
@@ -256,7 +275,8 @@ class BasicBlock(nn.Module):
       ReLU: conv1 3x3 in->planes (BN) -> ``pruner2`` (deap) / ``compactor`` (cdd) planes->C -> ReLU ->
       conv2 3x3 C->planes (BN) -> +shortcut -> ReLU. It is an *output-side* pruner like DEAP's pruner2:
       its rows are conv2's input channels (group lasso on row norms, counted in ``lasso2``); at absorption
-      it merges into conv1 (``K = P . K1``, ``b = P b1``). ``pruner1`` is ``None`` in basic blocks.
+      it merges into conv1 (``K = P . K1``, ``b = P b1``). ``pruner1`` is ``None`` in basic blocks. Any
+      other kind likewise, its pruner under the kind's ``basic_name``.
     """
 
     expansion = 1
@@ -265,7 +285,7 @@ class BasicBlock(nn.Module):
     def __init__(self, in_ch: int, planes: int, stride: int = 1, pcp: Optional[str] = None,
                  widths: Optional[Sequence[int]] = None, deploy: bool = False):
         super().__init__()
-        _check_pcp(pcp, deploy)
+        kind = _check_pcp(pcp, deploy)
         (c,) = _check_widths(widths, (planes,), "basic")
         out_ch = planes * self.expansion
         self.pcp, self.planes, self.stride, self.in_ch, self.out_ch = pcp, planes, stride, in_ch, out_ch
@@ -273,14 +293,12 @@ class BasicBlock(nn.Module):
         self.pruner2: Optional[nn.Conv2d] = None
         self.compactor: Optional[nn.Conv2d] = None
         self.conv3 = None
-        if pcp is None:
+        self._pruner_name = kind.basic_name if kind is not None else None
+        if kind is None:
             self.conv1 = ConvBN(in_ch, c, 3, stride=stride, relu=True, deploy=deploy)
         else:
             self.conv1 = ConvBN(in_ch, planes, 3, stride=stride, relu=False)
-            if pcp == "deap":
-                self.pruner2 = make_pruner(planes, c)
-            else:
-                self.compactor = make_pruner(planes, c)
+            setattr(self, kind.basic_name, make_pruner(planes, c))
         self.conv2 = ConvBN(c, out_ch, 3, relu=False, deploy=deploy)
         self.shortcut = _shortcut(in_ch, out_ch, stride, deploy)
 
@@ -291,13 +309,18 @@ class BasicBlock(nn.Module):
 
     # ---------------------------------------------------------------- compression
     def _pruner(self) -> Optional[nn.Conv2d]:
-        return self.pruner2 if self.pruner2 is not None else self.compactor
+        return getattr(self, self._pruner_name) if self._pruner_name else None
+
+    def pruners(self) -> Tuple[nn.Conv2d, ...]:
+        """The block's PCP pruner (none in a plain block)."""
+        p = self._pruner()
+        return (p,) if p is not None else ()
 
     def gates(self) -> Tuple[Gate, ...]:
         """The single internal width C: the pruner / compactor rows, or conv1-BN ``(gamma, beta)`` pairs."""
         p = self._pruner()
         if p is not None:
-            return (Gate("pruner2" if self.pruner2 is not None else "compactor", 0, 2, ((p.weight, 0),)),)
+            return (Gate(self._pruner_name, 0, 2, ((p.weight, 0),)),)
         if isinstance(self.conv1.bn, nn.BatchNorm2d):
             return (_bn_gate("bn1", 0, 2, self.conv1),)
         return ()
@@ -363,7 +386,7 @@ class BasicBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Block output only; the residual add and final ReLU run in place."""
         out = self.conv1(x)
-        pruner = self.pruner2 if self.pruner2 is not None else self.compactor
+        pruner = self._pruner()
         if pruner is not None:
             out = torch.relu_(pruner(out))
         return torch.relu_(self.conv2(out).add_(self.shortcut(x)))

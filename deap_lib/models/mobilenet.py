@@ -48,6 +48,10 @@ class InvertedResidual(nn.Module):
     pcp = None
     pruner1 = pruner2 = compactor = None
 
+    def pruners(self) -> tuple:
+        """No PCP pruners (its pruning methods cut the BN gates)."""
+        return ()
+
     def __init__(self, in_ch: int, out_ch: int, stride: int, expand_ratio: int,
                  widths: Optional[Sequence[int]] = None, deploy: bool = False):
         super().__init__()

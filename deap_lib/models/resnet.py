@@ -251,7 +251,8 @@ def build_model(arch: str, num_classes: int, *, width: float = 1.0, last_stride:
                 widths: Optional[Sequence[Sequence[int]]] = None, deploy: bool = False) -> ReIDNet:
     """Build a re-ID ResNet.
 
-    ``arch``: one of ``MODELS`` (resnet18/34/50/101/152, mobilenet_v2). ``pcp``: None | "deap" | "cdd". ``head``:
+    ``arch``: one of ``MODELS`` (resnet18/34/50/101/152, mobilenet_v2). ``pcp``: None or a registered PCP kind
+    ("deap", "cdd", :mod:`deap_lib.models.pcp_kinds`). ``head``:
     "classblock" (docs/methods/deap.rst §Head and embeddings) | "bnneck". ``widths``: per-block internal widths of a compact (pruned)
     model, ``(C1, C3)`` per bottleneck / ``(C,)`` per basic block / ``(hidden,)`` or ``()`` per inverted
     residual (``None`` = unpruned). ``deploy=True``
@@ -281,9 +282,7 @@ def _init_backbone(backbone: ResNetBackbone) -> None:
     their identity init, deploy biases start at 0."""
     pruners = set()
     for _, block in backbone.named_blocks():
-        for p in (block.pruner1, block.pruner2, block.compactor):
-            if p is not None:
-                pruners.add(id(p))
+        pruners.update(id(p) for p in block.pruners())
     for m in backbone.modules():
         if isinstance(m, nn.Conv2d) and id(m) not in pruners:
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
