@@ -85,8 +85,8 @@ SCRIPT = textwrap.dedent(
     from torch import nn
     from torch.nn import functional as F
     from torch.utils.data import DataLoader, TensorDataset
-    from deap_lib.engine import (Distiller, RankSlicedBatchSampler, Trainer, build_optimizer, build_scheduler,
-                                 cleanup_distributed, init_distributed)
+    from deap_lib.engine import (RankSlicedBatchSampler, Trainer, build_optimizer, build_scheduler,
+                                 cleanup_distributed, init_distributed, unwrap, wrap_ddp)
 
     torch.set_num_threads(1)
     out_dir = Path(sys.argv[1])
@@ -118,9 +118,9 @@ SCRIPT = textwrap.dedent(
     student = MLP()
     torch.manual_seed(2)
     teacher = MLP()
-    distiller = Distiller(student, teacher).to(info.device)
-    distiller.wrap_student_ddp(info.device)  # DDP around the student only (no-op in one process)
-    opt = build_optimizer(distiller, lr=0.2)
+    teacher = teacher.to(info.device).requires_grad_(False).eval()  # frozen, outside what trains
+    student = wrap_ddp(student.to(info.device), info.device)  # DDP around the student only (no-op in one process)
+    opt = build_optimizer(student, lr=0.2)
     sched = build_scheduler(opt, 2)
     loader = DataLoader(TensorDataset(x, y, torch.arange(32)),
                         batch_sampler=RankSlicedBatchSampler(ShuffleBatches(32, 8, seed=3)))
@@ -129,13 +129,15 @@ SCRIPT = textwrap.dedent(
     def step(batch):
         xb, yb, idx = batch
         seen.append(idx.tolist())
-        s, t = distiller(xb)
+        s = student(xb)
+        with torch.no_grad():
+            t = teacher(xb)
         return {"ce": F.cross_entropy(s, yb), "mse": 0.5 * F.mse_loss(s, t)}
 
-    trainer = Trainer(distiller, opt, loader, step, epochs=2, out_dir=out_dir / "train", seed=11, scheduler=sched,
+    trainer = Trainer(student, opt, loader, step, epochs=2, out_dir=out_dir / "train", seed=11, scheduler=sched,
                       device=info.device, progress=False, config={"test": "ddp"})
     trainer.fit()
-    torch.save(distiller.student_state_dict(), out_dir / f"rank{info.rank}_of{info.world_size}.pt")
+    torch.save(unwrap(student).state_dict(), out_dir / f"rank{info.rank}_of{info.world_size}.pt")
     (out_dir / f"rank{info.rank}_of{info.world_size}.json").write_text(json.dumps(seen))
     cleanup_distributed()
     '''

@@ -13,11 +13,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from deap_lib.config import config_diff
-from deap_lib.fileio import file_sha256
+from deap_lib.fileio import file_sha256, state_dict_sha256
 from deap_lib.engine import (
     CheckpointError,
     ConfigMismatchError,
-    Distiller,
     NonFiniteLossError,
     Trainer,
     WarmupFlatCosineLR,
@@ -262,7 +261,7 @@ def test_config_diff_and_mismatch(tmp_path: Path):
 
 
 # --------------------------------------------------------------------------------------------------
-# distiller
+# the frozen teacher of a method
 # --------------------------------------------------------------------------------------------------
 def _bn_stats(module):
     return [t.clone() for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
@@ -270,54 +269,61 @@ def _bn_stats(module):
 
 
 @pytest.mark.parametrize("bn_mode", ["eval", "train"])
-def test_distiller_teacher_frozen_and_bn_mode(bn_mode: str):
+def test_a_methods_teacher_is_frozen_and_follows_teacher_bn_mode(bn_mode: str):
+    """A method holds its teacher outside its module tree: never optimised, never checkpointed, never given a
+    gradient; with ``teacher_bn_mode="eval"`` its BatchNorm statistics stay as they are, with ``"train"`` (the
+    released code's quirk) they follow the batches."""
+    from deap_lib.methods import METHODS, get_preset
+    from deap_lib.models import build_model
+
+    cfg = get_preset("quick", "kd")
+    cfg.teacher_bn_mode, cfg.runtime.fold_teacher = bn_mode, False  # batch statistics cannot be folded
     torch.manual_seed(0)
-    student, teacher = TinyNet(), TinyNet()
-    d = Distiller(student, teacher, teacher_bn_mode=bn_mode)
-    opt = build_optimizer(d, lr=0.1)
+    student = build_model(cfg.model.arch, 4, width=cfg.model.width)
+    teacher = build_model(cfg.model.arch, 4, width=cfg.model.width)
+    method = METHODS.get("kd")(cfg, student, teacher)
+    opt = method.configure_optimizers()[0].optimizer
     opt_ids = {id(p) for g in opt.param_groups for p in g["params"]}
     assert opt_ids == {id(p) for p in student.parameters()}
-    assert not opt_ids & {id(p) for p in teacher.parameters()}
+    assert not {id(p) for p in method.parameters()} & {id(p) for p in teacher.parameters()}
     before = _bn_stats(teacher)
-    d.train()
+    method.train()
     assert student.training and teacher.training == (bn_mode == "train")
-    for x, y in _batches(3, b=4):
-        s_out, t_out = d(x)
-        assert not t_out.requires_grad
-        loss = F.cross_entropy(s_out, y) + F.mse_loss(s_out, t_out)
+    torch.manual_seed(1)
+    for _ in range(2):
+        x, pids = torch.randn(8, 3, *cfg.model.input_size), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+        loss = sum(method.forward_train((x, pids)).values())
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert all(p.grad is None for p in teacher.parameters())
-    after = _bn_stats(teacher)
-    same = all(torch.equal(a, b) for a, b in zip(before, after))
-    assert same == (bn_mode == "eval")
-    d.eval()
+    assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, _bn_stats(teacher))) == (bn_mode == "eval")
+    method.eval()
     assert not teacher.training and not student.training
-    sd = d.student_state_dict()
-    assert set(sd) == set(student.state_dict())
-    teacher_ptrs = {t.data_ptr() for t in teacher.state_dict().values()}
-    assert not teacher_ptrs & {t.data_ptr() for t in sd.values()}
+    state = method.checkpoint_state()
+    assert set(state) == {f"student.{k}" for k in student.state_dict()}  # the student only
+    assert method.checkpoint_metadata()["teacher_bn_mode"] == bn_mode
+    cfg.teacher_bn_mode = "frozen"
+    with pytest.raises(Exception, match="teacher_bn_mode must be one of"):
+        METHODS.get("kd")(cfg, build_model(cfg.model.arch, 4, width=cfg.model.width), teacher)
 
 
-def test_distiller_teacher_hash(tmp_path: Path):
-    torch.manual_seed(0)
-    teacher = TinyNet()
-    h1 = Distiller(TinyNet(), teacher).teacher_hash
-    clone = TinyNet()
-    clone.load_state_dict(teacher.state_dict())
-    assert Distiller(TinyNet(), clone).teacher_hash == h1
-    with torch.no_grad():
-        clone.conv.weight[0, 0, 0, 0] += 1e-3
-    assert Distiller(TinyNet(), clone).teacher_hash != h1
-    path = tmp_path / "teacher.pt"
-    torch.save(teacher.state_dict(), path)
+def test_teacher_hashes(tmp_path: Path):
+    """What identifies a teacher on resume: the SHA-256 of its file (hashlib's), or of its tensors."""
     import hashlib
 
-    d = Distiller(TinyNet(), teacher, teacher_path=path)
-    assert d.teacher_hash == hashlib.sha256(path.read_bytes()).hexdigest() == file_sha256(path)
-    with pytest.raises(ValueError, match="teacher_bn_mode"):
-        Distiller(TinyNet(), TinyNet(), teacher_bn_mode="frozen")
+    torch.manual_seed(0)
+    teacher = TinyNet()
+    clone = TinyNet()
+    clone.load_state_dict(teacher.state_dict())
+    h1 = state_dict_sha256(teacher.state_dict())
+    assert state_dict_sha256(clone.state_dict()) == h1
+    with torch.no_grad():
+        clone.conv.weight[0, 0, 0, 0] += 1e-3
+    assert state_dict_sha256(clone.state_dict()) != h1
+    path = tmp_path / "teacher.pt"
+    torch.save(teacher.state_dict(), path)
+    assert file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .csvlog import read_csv, write_csv
-from .distiller import TEACHER_BN_MODES, Distiller
 from .distributed import (
     DistInfo,
     RankSlicedBatchSampler,
@@ -45,7 +44,7 @@ __all__ = [
     "CheckpointError", "ConfigMismatchError", "atomic_write", "atomic_write_text", "capture_rng_state",
     "check_config", "config_diff", "load_checkpoint", "remove_stale_temps", "restore_rng_state", "save_checkpoint",
     "read_csv", "write_csv",
-    "TEACHER_BN_MODES", "Distiller", "file_sha256", "state_dict_sha256",
+    "file_sha256", "state_dict_sha256",
     "DistInfo", "RankSlicedBatchSampler", "all_reduce_mean", "auto_device", "barrier", "broadcast_object",
     "cleanup_distributed", "get_rank", "get_world_size", "init_distributed", "is_distributed", "is_main_process",
     "slice_for_rank", "unwrap", "wrap_ddp",

@@ -12,7 +12,6 @@ from typing import Iterable, Optional
 import torch
 from torch import nn
 
-from .distiller import Distiller
 from .distributed import unwrap
 
 
@@ -22,11 +21,8 @@ def resolve_head_params(model: nn.Module) -> Optional[list[nn.Parameter]]:
     Order of precedence: ``model.head_parameters()`` (ReIDNet: the whole ClassBlock), then
     ``model.head.parameters()``. ``classifier_parameters()`` is deliberately not used: in the models
     contract it is only the training-only final classifier (for complexity counts), a subset of the head.
-    For a :class:`~deap_lib.engine.distiller.Distiller` the student is asked.
     """
     model = unwrap(model)
-    if isinstance(model, Distiller):
-        model = unwrap(model.student)
     hook = getattr(model, "head_parameters", None)
     if callable(hook):
         return list(hook())

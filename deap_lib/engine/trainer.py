@@ -64,10 +64,11 @@ log = logging.getLogger(__name__)
 class Trainer(TrainerState):
     """Runs ``epochs`` epochs of ``step_fn`` over ``train_loader``; see the module docstring for the contract.
 
-    ``model`` is the module whose state is checkpointed: a plain model, a DDP-wrapped model, or a
-    :class:`~deap_lib.engine.distiller.Distiller` (student only is saved). In a distributed run the
-    trainable model must already be DDP-wrapped (``wrap_ddp`` / ``Distiller.wrap_student_ddp``) before
-    ``step_fn`` captures it, and the batch sampler must have ``set_epoch`` (all ranks draw the same batches).
+    ``model`` is the module whose state is checkpointed: a plain model, a DDP-wrapped model, or a module with
+    a ``student`` (a method: what its ``checkpoint_state`` returns is saved, e.g. the student without the
+    frozen teacher). In a distributed run the trainable model (or that ``student``) must already be
+    DDP-wrapped (``wrap_ddp``) before ``step_fn`` captures it, and the batch sampler must have ``set_epoch``
+    (all ranks draw the same batches).
     """
 
     checkpoint_name = "last.pt"
@@ -191,7 +192,7 @@ class Trainer(TrainerState):
         if not (isinstance(self.model, DistributedDataParallel) or isinstance(student, DistributedDataParallel)):
             raise RuntimeError(
                 "distributed run but the trainable model is not DDP-wrapped; wrap it with wrap_ddp(model, device) "
-                "(or Distiller.wrap_student_ddp(device)) before building step_fn"
+                "(or its student) before building step_fn"
             )
         if self._sampler() is None:
             raise RuntimeError(

@@ -31,11 +31,14 @@ from torch import Tensor, nn
 
 from ..config import RunConfig
 from ..engine import OptimizerSpec, StepContext, build_optimizer, build_scheduler
-from ..engine.distiller import TEACHER_BN_MODES
 from ..engine.distributed import unwrap
 from ..losses import ARKD, BlockFeatureLoss, CrossEntropyLabelSmooth, KLDistill, TripletLoss
 from ..models import ReIDNet, ReIDOutput
 
+
+#: how the frozen teacher's BatchNorm runs while the method trains: "eval" (its running statistics, never
+#: changed; ours) or "train" (batch statistics that drift, the released code's quirk: docs/decisions.rst)
+TEACHER_BN_MODES = ("eval", "train")
 
 class UserError(ValueError):
     """A run that cannot start as configured (the CLI prints ``error: <message>`` and exits with 2)."""

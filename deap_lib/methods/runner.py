@@ -286,9 +286,10 @@ def run(cfg: RunConfig, out_dir: Union[str, Path], *, resume: bool = False, forc
     :class:`~deap_lib.methods.base.UserError` before any training.
     """
     out_dir = Path(out_dir)
-    metrics_path = RunDir(out_dir).metrics_path
-    if metrics_path.exists() and not force:
-        old = json.loads(metrics_path.read_text())
+    run_dir = RunDir(out_dir)
+    metrics_path = run_dir.metrics_path
+    if run_dir.finished and not force:
+        old = run_dir.metrics
         diff = finished_run_diff(old, cfg)
         if not diff:
             return old
