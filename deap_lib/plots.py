@@ -101,14 +101,26 @@ def pareto_front(macs: Sequence[float], maps: Sequence[float]) -> list:
 def seed_errorbars(ax, runs: pd.DataFrame, over: pd.DataFrame, methods: Sequence[str]) -> None:
     """Every seed's deployed mAP (dots) and the mean over seeds with its 95 % t interval, per method."""
     dep = runs[runs["deployed"]]
+    xs, ys = [], []
     for i, m in enumerate(methods):
         g = dep[dep["method"] == m]
-        ax.scatter(np.full(len(g), i) + np.linspace(-0.12, 0.12, len(g)), g["mAP"], s=18, c="tab:gray", zorder=3)
+        xs += list(np.full(len(g), i) + np.linspace(-0.12, 0.12, len(g)))
+        ys += list(g["mAP"])
         r = over.set_index("method").loc[m]
+        first_black = m != "deap" and all(x == "deap" for x in methods[:i])
         ax.errorbar(i, r["mAP_mean"], yerr=[[r["mAP_mean"] - r["mAP_ci_low"]], [r["mAP_ci_high"] - r["mAP_mean"]]],
-                    fmt="D", c="tab:red" if m == "deap" else "k", capsize=4, zorder=4)
+                    fmt="D", c="tab:red" if m == "deap" else "k", capsize=4, zorder=4,
+                    label="deap: mean over seeds, 95 % t interval" if m == "deap" else
+                    "mean over seeds, 95 % t interval" if first_black else None)
+    ax.scatter(xs, ys, s=18, c="tab:gray", zorder=3, label="one seed's run")
     ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right")
     ax.set(ylabel="mAP (%)")
+    ax.legend(fontsize=7)
+
+
+#: what the row labels of a kept-channels heat map name (for the figure itself)
+WIDTHS_NOTE = ("C1: a bottleneck's conv1 outputs (the 3x3 conv's inputs); C3: its 3x3 conv's outputs (conv3's "
+               "inputs); C: a basic block's one internal width")
 
 
 def kept_share_rows(pruning_runs: Sequence[Dict]) -> tuple:

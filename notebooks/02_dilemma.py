@@ -179,7 +179,8 @@ if lambdas:
         ax.errorbar(100 * g["macs_fraction"], g["mAP"], yerr=[g["mAP"] - g["mAP_low"], g["mAP_high"] - g["mAP"]],
                     fmt="-o", c=c, capsize=2, label=f"{m} (lambda {', '.join(f'{v:g}' for v in g['lam'])})")
         ch = g[g["chosen"]]
-        ax.scatter(100 * ch["macs_fraction"], ch["mAP"], s=160, facecolors="none", edgecolors=c, zorder=5)
+        ax.scatter(100 * ch["macs_fraction"], ch["mAP"], s=160, facecolors="none", edgecolors=c, zorder=5,
+                   label=f"{m}: lambda chosen on the validation split")
     ax.axhline(float(by["teacher"]["forms"]["teacher"]["mAP"]), ls="--", c="k", lw=1, label="teacher")
     ax.axhline(float(by["kd"]["forms"]["student"]["mAP"]), ls=":", c="tab:gray", lw=1, label="kd (uncompressed)")
     ax.set(xlabel="MACs kept (% of the unpruned network)", ylabel="mAP (%), test split [95% CI]",

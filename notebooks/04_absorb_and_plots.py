@@ -141,7 +141,7 @@ labels, rows = P.kept_share_rows(pruning)
 fig, ax = plt.subplots(figsize=(9, 0.35 * len(rows) + 1.5))
 im = ax.imshow(np.array(rows), aspect="auto", cmap="magma", vmin=0, vmax=1)
 ax.set_yticks(range(len(labels)), labels, fontsize=7)
-ax.set(xlabel="bottleneck block", title="share of channels kept per block")
+ax.set(xlabel="bottleneck block (network order)\n" + P.WIDTHS_NOTE, title="share of channels kept per block")
 fig.colorbar(im, ax=ax, label="kept / original")
 R.save_figure(fig, out, "04_4_kept_channels", caption="Kept channels per block of every pruning run")
 

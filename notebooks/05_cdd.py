@@ -164,7 +164,7 @@ fig.colorbar(im, ax=axes[0], label="masked / rows")
 for s in seeds:
     e, _, frac = mask_shares(cdd[s])
     axes[1].plot(e, frac, marker="o", ms=3, label=f"seed {s}")
-axes[1].axhline(cut_share(cdd[seed]), ls=":", c="k", lw=1)
+axes[1].axhline(cut_share(cdd[seed]), ls=":", c="k", lw=1, label=f"share the final cut removed, seed {seed}")
 axes[1].set(xlabel="epoch", ylabel="masked share of all compactor rows", ylim=(-0.02, 1.02), title="whole network")
 axes[1].legend(fontsize=7)
 for ax in axes:

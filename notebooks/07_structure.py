@@ -307,7 +307,7 @@ labels, rows_w = P.kept_share_rows(width_runs)
 fig, ax = plt.subplots(figsize=(10, 0.45 * len(labels) + 1.2))
 im = ax.imshow(np.array(rows_w), aspect="auto", cmap="viridis", vmin=0, vmax=1)
 ax.set_yticks(range(len(labels)), labels, fontsize=8)
-ax.set_xlabel("block (network order)")
+ax.set_xlabel("block (network order)\n" + P.WIDTHS_NOTE)
 ax.set_title(f"kept share of each block's channels at {b_w:.0%} of the MACs")
 fig.colorbar(im, ax=ax, label="kept / original")
 R.save_figure(fig, out, "07_4_learned_widths", caption=f"Share of each block's prunable channels kept at "

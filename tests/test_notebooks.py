@@ -597,3 +597,16 @@ def test_a_core_request_reuses_a_full_execution_never_the_reverse():
     assert _covers(full, core) and _covers(core, core) and not _covers(core, full)
     assert not _covers(full, {**core, "notebook_sha256": "b"})
     assert not _covers(full, {**core, "parameters": {**core["parameters"], "seed": 1}})
+
+
+def test_every_figure_reads_at_a_glance(study):
+    """Every series of every figure is named in a legend (or by category ticks), every axis labelled."""
+    bad, seen = {}, 0
+    for meta in sorted((study["results"] / "figures").glob("*.json")):
+        rec = json.loads(meta.read_text())
+        if "axes" in rec:  # matplotlib figures (images saved with save_image have none)
+            seen += 1
+            problems = R.figure_problems(rec["axes"])
+            if problems:
+                bad[meta.stem] = problems
+    assert seen >= 15 and bad == {}

@@ -263,6 +263,14 @@ def test_the_headline_table_from_a_hand_made_record(tmp_path):
     assert "| this study: naive KD + slimming (kd_slim), absorbed | 45.0 % | 40.0 % | 72.0 | -2.5 [-3.4, -1.6] |" in text
     assert ("Over seeds 0, 1, 2 (each its own pre-training and teacher): deap minus its teacher -0.3 points, 90 % t "
             "interval [-0.9, +0.3], **equivalent** within ±1.") in text and "minus kd" not in text
+    # notebook 02's equal-MACs comparisons, in the record's own method names
+    R.record(res, "02_dilemma", {"budget": 0.4978, "at_budget": {
+        "thinned_kd": {"d_mAP": -1.56, "d_low": -2.21, "d_high": -0.84, "verdict": "DEAP worse"},
+        "np": {"d_mAP": 15.58, "d_low": 13.85, "d_high": 17.3, "verdict": "DEAP better"}}})
+    R.render_headline(readme, res)
+    assert ("At DEAP's learned budget (49.8% of the MACs; notebook 02, seed 0, one start, one schedule), DEAP minus "
+            "each other method (95 % paired-bootstrap interval): thinned_kd -1.6 [-2.2, -0.8] (DEAP worse); np +15.6 "
+            "[+13.8, +17.3] (DEAP better).") in readme.read_text()
     # notebook 07's table 07_10: each method's largest MACs reduction within the margin of the teacher
     R.record(res, "07_structure", {"seed": 0, "within_margin": {"margin": 1.0, "rows": [
         {"method": "deap", "qualifies": True, "rule": "own cut, lambda=0.01", "macs_removed": 0.517, "mAP": 74.1,
@@ -816,3 +824,44 @@ def test_training_subprocesses_import_this_checkout(monkeypatch):
     first, *rest = env["PYTHONPATH"].split(os.pathsep)
     assert Path(first) == Path(deap_lib.__file__).resolve().parents[1] and (Path(first) / "deap_lib").is_dir()
     assert rest == ["/elsewhere"] and env["OMP_NUM_THREADS"] == str(Study("quick", verbose=False).threads)
+
+
+# ------------------------------------------------------------------------------------------------ figures
+def test_figure_problems_catch_unnamed_and_unlisted_series(tmp_path):
+    """A figure reads at a glance when every one of several series is named in a legend and the axes are
+    labelled; bars named by their category ticks need no legend. Checked on what save_figure records."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def problems(draw):
+        fig, ax = plt.subplots()
+        draw(ax)
+        R.save_figure(fig, tmp_path, "99_1_x")
+        plt.close(fig)
+        rec = json.loads((tmp_path / "figures" / "99_1_x.json").read_text())
+        return R.figure_problems(rec["axes"])
+
+    def two_unnamed(ax):  # the earlier 04_2: same-looking points, nothing says which is which
+        ax.plot([1, 2], [3, 4], "o")
+        ax.plot([1, 2], [3.5, 4.5], "o")
+        ax.set(xlabel="MACs", ylabel="mAP")
+
+    def named_no_legend(ax):
+        ax.plot([1, 2], [3, 4], label="deap")
+        ax.axhline(3.5, ls="--", label="teacher")
+        ax.set(xlabel="MACs", ylabel="mAP")
+
+    def good(ax):
+        named_no_legend(ax)
+        ax.errorbar([1, 2], [3, 4], yerr=[0.1, 0.2], label="kd")
+        ax.legend()
+
+    def bars(ax):  # categories on the axis, error bars with them: no legend needed
+        ax.bar(["teacher", "deap"], [74.5, 74.1], yerr=[1.0, 1.1])
+        ax.set(ylabel="mAP (%)")
+
+    assert problems(two_unnamed) == ["axes 0: 2 of 2 series have no label"]
+    assert problems(named_no_legend) == ["axes 0: not in the legend: deap, teacher"]
+    assert problems(good) == [] and problems(bars) == []
+    assert problems(lambda ax: ax.plot([1, 2], [3, 4])) == ["axes 0: no x-axis label", "axes 0: no y-axis label"]

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import numpy as np
 
 from ..fileio import atomic_write, atomic_write_text
+from .figure_check import figure_series
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -51,9 +52,9 @@ def _plain(value: Any, where: str) -> Any:
     raise TypeError(f"record: {where} has type {type(value).__name__}; use numbers, strings, lists or dicts")
 
 
-def _caption(folder: Path, name: str, caption: Optional[str]) -> None:
+def _caption(folder: Path, name: str, caption: Optional[str], extra: Optional[Mapping[str, Any]] = None) -> None:
     text = caption if caption else name
-    atomic_write_text(folder / f"{name}.json", json.dumps({"caption": text}, indent=1) + "\n")
+    atomic_write_text(folder / f"{name}.json", json.dumps({"caption": text, **(extra or {})}, indent=1) + "\n")
 
 
 # ------------------------------------------------------------------------------------------------ records
@@ -129,13 +130,14 @@ def save_table(df, results_dir: PathLike, name: str, *, caption: Optional[str] =
 
 
 def save_figure(fig, results_dir: PathLike, name: str, *, caption: Optional[str] = None, dpi: int = 110) -> Path:
-    """Save a matplotlib figure as ``results_dir/figures/<name>.png`` (atomically, no version metadata)."""
+    """Save a matplotlib figure as ``results_dir/figures/<name>.png`` (atomically, no version metadata), its
+    caption and what it shows (:func:`~deap_lib.results.figure_check.figure_series`) in ``<name>.json``."""
     folder = Path(results_dir) / "figures"
     _check_name(name)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
     path = atomic_write(folder / f"{name}.png", lambda f: f.write(buf.getvalue()))
-    _caption(folder, name, caption)
+    _caption(folder, name, caption, {"axes": figure_series(fig)})  # what it shows (results.figure_check)
     return path
 
 

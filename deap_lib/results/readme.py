@@ -335,6 +335,12 @@ def headline_table(results_dir: PathLike = "results", link_base: PathLike = ".")
                                               f"interval [{v['ci_low']:+.1f}, {v['ci_high']:+.1f}], "
                                               f"**{v['verdict']}** within ±{v.get('margin', 1.0):g}"
                                               for v in verdicts) + ".", ""] if verdicts else [])
+    at = d2.get("at_budget") or {}
+    if at and "budget" in d2:
+        lines += [f"At DEAP's learned budget ({d2['budget']:.1%} of the MACs; notebook 02, seed {setup.get('seed', '?')}, "
+                  "one start, one schedule), DEAP minus each other method (95 % paired-bootstrap interval): "
+                  + "; ".join(f"{m} {v['d_mAP']:+.1f} [{v['d_low']:+.1f}, {v['d_high']:+.1f}] ({v['verdict']})"
+                              for m, v in sorted(at.items(), key=lambda kv: kv[1]["d_mAP"])) + ".", ""]
     lines += _within_margin_lines(root / "records" / "07_structure.json")
     lines += [
              f"Preset `{setup.get('preset', '?')}`, dataset `{setup.get('dataset', '?')}`, seed {setup.get('seed', '?')}; "
