@@ -60,8 +60,8 @@ budgets = None        # MACs budgets besides the main one; None: 0.35 and 0.25 w
 lambdas = None        # None: notebook 02's grid when full: DEAP's and kd_slim's own points (their lambda sweep)
 margin = 1.0          # "no loss": within this many mAP points of the teacher (table 07_10)
 params_budget = 0.28  # full study: the parameter budget of the three methods on the ResNet student
-mobilenet = False     # the MobileNetV2 part (its own pre-training, teacher and seven students; at the cpu
-                      # preset's 40 epochs it does not fit the full part's two hours beside the rest)
+mobilenet = False     # the MobileNetV2 part (its own pre-training, teacher and students), kept out of the
+                      # full part's two hours: pass True to run it
 rounding = None       # None: with full; DEAP with every kept width rounded to a multiple of 8 (issue 15)
 mobilenet_width = 0.5   # MobileNetV2 width multiplier (hidden channels; the last 1x1 conv keeps 1280)
 mobilenet_macs = 0.5    # MobileNetV2 MACs budget (the source's headline: 2x fewer FLOPs)
