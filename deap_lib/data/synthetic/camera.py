@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 from .config import BODY_COLOURS, Colour, SyntheticConfig, _BACKGROUND, _CAM, _mix, _pick, _rng
 
 # ----------------------------------------------------------------------------------------------
-# cameras, tracks and per-image parameters
+# camera styles, backgrounds and clutter
 
 @dataclass
 class _CameraStyle:
