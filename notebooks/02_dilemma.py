@@ -170,7 +170,8 @@ if lambdas:
     for m in ("deap", "kd_slim"):
         choice[m] = R.choose_on_validation(probes[probes["method"] == m].to_dict("records"), t_val, margin)
     probes["chosen"] = [choice[r["method"]]["lam"] == r["lam"] for r in probes.to_dict("records")]
-    R.save_table(probes, out, "02_9_lambda_choice", caption=f"Sparsity-weight probes (seed {seed}): validation-split "
+    R.save_table(probes, out, "02_9_lambda_choice", markdown_df=probes.assign(lam=[f"{v:g}" for v in probes["lam"]]),
+                 caption=f"Sparsity-weight probes (seed {seed}): validation-split "
                  f"mAP (the rule: {choice['deap']['rule']}), test-split mAP and MACs kept; chosen: DEAP "
                  f"{choice['deap']['lam']:g}, kd_slim {choice['kd_slim']['lam']:g}")
     fig, ax = plt.subplots(figsize=(7, 4))
