@@ -13,7 +13,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Mapping, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 import torch
 
@@ -73,6 +73,33 @@ def remove_stale_temps(path: PathLike) -> list[Path]:
             p.unlink()
             removed.append(p)
     return removed
+
+
+@contextlib.contextmanager
+def folder_lock(folder: PathLike, on_wait: Optional[Callable[[], None]] = None):
+    """An exclusive advisory ``flock`` on ``folder`` itself (created if missing; no lock file left behind;
+    released when the holder exits, even killed). When another process holds it, ``on_wait()`` is called
+    once and the caller waits for it. POSIX only; elsewhere a no-op."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):  # pragma: no cover - non-POSIX
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def file_sha256(path: Union[str, Path], chunk: int = 1 << 20) -> str:

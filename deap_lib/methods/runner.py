@@ -16,6 +16,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -25,7 +27,7 @@ import torch
 from ..config import RunConfig, config_diff, hr_size, is_paired, run_config_diff
 from ..data.run_data import RunData
 from ..engine import Trainer
-from ..fileio import atomic_write_text, file_sha256, state_dict_sha256
+from ..fileio import atomic_write_text, file_sha256, folder_lock, state_dict_sha256
 from ..engine.distributed import (auto_device, barrier, get_rank, get_world_size, is_distributed,
                                   is_main_process, wrap_ddp)
 from ..engine.precision import legacy_precision, resolve_channels_last, resolve_precision
@@ -283,9 +285,27 @@ def run(cfg: RunConfig, out_dir: Union[str, Path], *, resume: bool = False, forc
 
     A finished run with the same config is reused (unless ``force``); ``resume`` continues an interrupted
     one. Configuration problems (unknown method or ``args.*`` key, a missing or mismatched teacher) raise
-    :class:`~deap_lib.methods.base.UserError` before any training.
+    :class:`~deap_lib.methods.base.UserError` before any training. One process at a time owns a run folder
+    (an exclusive lock on it, held by the first rank): a second one asked for the same run waits for the
+    first, then reuses or resumes what it left.
     """
     out_dir = Path(out_dir)
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: the first rank holds the folder for all
+        return _run(cfg, out_dir, resume=resume, force=force, summary_csv=summary_csv, run_name=run_name,
+                    progress=progress)
+
+    def waiting() -> None:
+        print(f"{out_dir}: another process is training this run; waiting for it to finish", file=sys.stderr,
+              flush=True)
+
+    with folder_lock(out_dir, on_wait=waiting):
+        return _run(cfg, out_dir, resume=resume, force=force, summary_csv=summary_csv, run_name=run_name,
+                    progress=progress)
+
+
+def _run(cfg: RunConfig, out_dir: Path, *, resume: bool, force: bool, summary_csv: Optional[Union[str, Path]],
+         run_name: Optional[str], progress: bool) -> Dict[str, Any]:
+    """:func:`run` once the folder is this process's."""
     run_dir = RunDir(out_dir)
     metrics_path = run_dir.metrics_path
     if run_dir.finished and not force:

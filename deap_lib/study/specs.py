@@ -2,7 +2,6 @@
 job record of a training subprocess, and small helpers (the summary lock, synthetic-set checks)."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -13,6 +12,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 
 from ..config import RunConfig
+from ..fileio import folder_lock
 
 PathLike = Union[str, "os.PathLike[str]"]
 RUN_LOG = "run.log"
@@ -80,24 +80,10 @@ def _set_arg(key: str, value: Any) -> str:
     return f"{key}={value}" if isinstance(value, str) else f"{key}={value!r}"
 
 
-@contextlib.contextmanager
 def _folder_lock(folder: Path):
-    """An exclusive advisory ``flock`` on ``folder`` itself (no lock file left behind; POSIX only, a no-op
-    elsewhere). Serialises summary.csv updates of concurrent studies writing the same results folder."""
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-
-        fd = os.open(folder, os.O_RDONLY)
-    except (ImportError, OSError):  # pragma: no cover - non-POSIX
-        yield
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+    """Serialises summary.csv updates of concurrent studies writing the same results folder
+    (:func:`deap_lib.fileio.folder_lock`)."""
+    return folder_lock(folder)
 
 
 def _synthetic_matches(root: Path, name: str) -> bool:
