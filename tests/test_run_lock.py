@@ -65,3 +65,13 @@ def test_a_run_folder_held_by_another_process_is_waited_for_then_reused(tmp_path
     m = json.loads((out / "metrics.json").read_text())
     line = f"teacher: mAP {m['forms']['teacher']['mAP_text']}"
     assert line in out1 and line in again.stdout
+
+
+def test_a_refused_run_leaves_no_folder_behind(tmp_path):
+    out = tmp_path / "never"
+    (tmp_path / "empty").mkdir()  # a dataset folder without a dataset: refused inside the run, after the lock
+    cmd = [sys.executable, "-m", "deap_lib", "train", "--method", "teacher", "--preset", "quick", "--data",
+           str(tmp_path / "empty"), "--out", str(out), "--no-progress", "--threads", "1"]
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2 and p.stderr.startswith("error: ") and "Traceback" not in p.stderr, p.stderr[-1500:]
+    assert not out.exists()

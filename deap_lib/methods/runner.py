@@ -298,9 +298,14 @@ def run(cfg: RunConfig, out_dir: Union[str, Path], *, resume: bool = False, forc
         print(f"{out_dir}: another process is training this run; waiting for it to finish", file=sys.stderr,
               flush=True)
 
-    with folder_lock(out_dir, on_wait=waiting):
-        return _run(cfg, out_dir, resume=resume, force=force, summary_csv=summary_csv, run_name=run_name,
-                    progress=progress)
+    created = not out_dir.exists()
+    try:
+        with folder_lock(out_dir, on_wait=waiting):
+            return _run(cfg, out_dir, resume=resume, force=force, summary_csv=summary_csv, run_name=run_name,
+                        progress=progress)
+    finally:  # a run refused before it wrote anything leaves no empty folder behind
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
 
 
 def _run(cfg: RunConfig, out_dir: Path, *, resume: bool, force: bool, summary_csv: Optional[Union[str, Path]],
