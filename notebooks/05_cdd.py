@@ -200,7 +200,8 @@ reset
 ablation_rec, budget_rec = {}, {}
 if full:
     budget = float(target_macs) if target_macs is not None else study.learned_budget(seed)
-    at_budget = study.run("cdd", seed, overrides={"prune.target_macs": budget})
+    # the cut to a budget removes rows that still carry weight: BN re-calibrated after it, as every such cut
+    at_budget = study.run("cdd", seed, overrides={"prune.target_macs": budget, "prune.bn_recalib_batches": 20})
     vs = P.paired_vs(R.load_per_query(deap[seed]["run_dir"], "absorbed"),
                      {"cdd at DEAP's budget": R.load_per_query(at_budget["run_dir"], "absorbed")})
     vs["cdd_mAP"] = at_budget["forms"]["absorbed"]["mAP"]

@@ -111,12 +111,17 @@ def budget(b, kind="macs"):
     return {"prune.target_macs": float(b), **({"prune.budget_kind": kind} if kind != "macs" else {})}
 
 
+RECALIB = {"prune.bn_recalib_batches": 20}  # a cut to a budget removes channels whose gates are not zero
+
+
 def at_budget(m, b, kind="macs"):
-    """The overrides of method ``m`` at budget ``b``: DEAP's own run at the budget it learned, kd_slim's BN
-    re-calibration (its cut drops the ReLU(beta) constants), the pre-trained start for the KD-structure pair."""
+    """The overrides of method ``m`` at budget ``b``: DEAP's own run at the budget it learned; BN
+    re-calibration after every other cut to a budget (DEAP's, CDD's and kd_slim's remove channels that still
+    carry weight); the pre-trained start for the KD-structure pair (structure_kd re-calibrates by itself)."""
     if m == "deap" and kind == "macs" and b == learned:
         return {}
-    extra = {"kd_slim": {"prune.bn_recalib_batches": 20}, "structure_kd": ONE_START, "thinned_kd": ONE_START}
+    extra = {"deap": RECALIB, "cdd": RECALIB, "kd_slim": RECALIB, "kd_np_direct": RECALIB, "structure_kd": ONE_START,
+             "thinned_kd": ONE_START}
     return {**budget(b, kind), **extra.get(m, {})}
 
 
@@ -140,11 +145,11 @@ if mobilenet:
     mn_keys = [("teacher", None, None), ("kd", None, None)]
     mn_keys += [(m, kind, float(b)) for kind, b in mobilenet_budgets for m in ("structure_kd", "thinned_kd")]
     mn_keys += [("kd_np_direct", kind, float(b)) for kind, b in mobilenet_budgets if kind == "macs"]
-specs = [(m, seed, at_budget(m, b, kind) if m != "cdd" else budget(b, kind)) for m, kind, b in keys]
+specs = [(m, seed, at_budget(m, b, kind)) for m, kind, b in keys]
 specs += [(m, seed, {**MNV2, **(at_budget(m, b, kind) if b else {})}) for m, kind, b in mn_keys]
 round_budget = main_budget
-ROUND = {"prune.round_widths": True, **budget(round_budget)}
-extra = [("deap", seed, budget(round_budget)), ("deap", seed, ROUND)] if rounding else []
+ROUND = {"prune.round_widths": True, **budget(round_budget), **RECALIB}
+extra = [("deap", seed, {**budget(round_budget), **RECALIB}), ("deap", seed, ROUND)] if rounding else []
 END_TO_END = {"args.blockwise_frac": 0.0, **at_budget("structure_kd", round_budget)}  # no block-wise phase
 ablation = [("structure_kd", seed, END_TO_END)] if full else []
 IMPOSED = {**budget(main_budget), "prune.schedule": "gradual", "prune.allocation": "uniform"}  # the earlier rule

@@ -419,7 +419,8 @@ def test_07_structure(study):
     # the structure-learning cut fills the budget within 1 %, the others stay within it
     assert TARGET_MACS - 0.01 <= rows["structure_kd"]["macs_frac"] <= TARGET_MACS
     assert all(rows[m]["macs_frac"] <= TARGET_MACS + 1e-9 for m in ("deap", "kd_slim", "thinned_kd"))
-    deap = json.loads((study["runs"] / "quick" / f"deap-target_macs{TARGET_MACS}-s0" / "metrics.json").read_text())
+    assert r["runs"][f"deap|macs|{TARGET_MACS}"] == f"quick/deap-bn_recalib_batches20_target_macs{TARGET_MACS}-s0"
+    deap = json.loads((study["runs"] / r["runs"][f"deap|macs|{TARGET_MACS}"] / "metrics.json").read_text())
     assert deap["forms"]["absorbed"]["mAP"] == rows["deap"]["mAP"]
     name = r["runs"][f"structure_kd|macs|{TARGET_MACS}"]
     assert name == f"quick/structure_kd-init_from_teacherFalse_target_macs{TARGET_MACS}-s0"  # one start: pre-training
