@@ -102,6 +102,28 @@ def folder_lock(folder: PathLike, on_wait: Optional[Callable[[], None]] = None):
         os.close(fd)
 
 
+def is_locked(folder: PathLike) -> bool:
+    """Whether some process (this one through another descriptor included) holds :func:`folder_lock` on
+    ``folder``; False for a missing folder and where flock does not exist."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return False
+    try:
+        import fcntl
+
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):  # pragma: no cover - non-POSIX
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def file_sha256(path: Union[str, Path], chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

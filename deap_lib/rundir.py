@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Union
 
 import numpy as np
 
@@ -35,6 +35,15 @@ def deployed_form(forms: Mapping[str, Any]) -> str:
         if f in forms:
             return f
     return next(iter(forms))
+
+
+def macs_kept(forms: Mapping[str, Any], full_macs: Optional[float] = None) -> float:
+    """The share of the unpruned network's MACs a run deploys: absorbed / unpruned MACs of a pruning run; of a
+    run without an unpruned form (a network built thin, or not compressed), its deployed MACs over
+    ``full_macs`` (1.0 when not given)."""
+    if "absorbed" in forms and "unpruned" in forms:
+        return forms["absorbed"]["macs"] / forms["unpruned"]["macs"]
+    return forms[deployed_form(forms)]["macs"] / full_macs if full_macs else 1.0
 
 
 class RunDir:

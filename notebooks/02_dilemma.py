@@ -49,7 +49,7 @@ import pandas as pd
 
 from deap_lib import plots as P
 from deap_lib import results as R
-from deap_lib.study import Study, deployed_form
+from deap_lib.study import Study, deployed_form, macs_kept
 
 study = Study.from_notebook(globals())  # paths relative to the repository root
 study
@@ -80,17 +80,13 @@ table = R.main_table(runs, methods=MAIN)
 by_run = {Path(m["run_dir"]).name: m["forms"] for m in ms}
 
 
-def macs_fraction(forms):
-    return forms["absorbed"]["macs"] / forms["unpruned"]["macs"] if "absorbed" in forms else 1.0
-
-
 def val_map(forms):
     return forms[deployed_form(forms)].get("val_mAP")
 
 
-table["macs_fraction"] = [macs_fraction(by_run[r]) for r in table["run"]]
+table["macs_fraction"] = [macs_kept(by_run[r]) for r in table["run"]]
 table["val_mAP"] = [val_map(by_run[r]) for r in table["run"]]
-learned = macs_fraction(by["deap"]["forms"])
+learned = macs_kept(by["deap"]["forms"])
 budget = float(target_macs) if target_macs is not None else learned
 R.save_table(table, out, "02_1_dilemma_table", markdown_df=R.format_main_table(table).assign(
                  **{"MACs kept": [f"{v:.1%}" for v in table["macs_fraction"]],
@@ -164,7 +160,7 @@ if lambdas:
     for (m, _, ov), r in zip(sweep, sm):
         f = r["forms"][deployed_form(r["forms"])]
         rows.append({"method": m, "lam": ov["loss.lasso1"], "val_mAP": f.get("val_mAP"), "mAP": f["mAP"],
-                     "mAP_low": f["mAP_low"], "mAP_high": f["mAP_high"], "macs_fraction": macs_fraction(r["forms"]),
+                     "mAP_low": f["mAP_low"], "mAP_high": f["mAP_high"], "macs_fraction": macs_kept(r["forms"]),
                      "run": Path(r["run_dir"]).name})
     probes = pd.DataFrame(rows)
     for m in ("deap", "kd_slim"):

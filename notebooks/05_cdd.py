@@ -49,7 +49,7 @@ from matplotlib.ticker import MaxNLocator
 
 from deap_lib import plots as P
 from deap_lib import results as R
-from deap_lib.study import Study
+from deap_lib.study import Study, macs_kept
 
 study = Study.from_notebook(globals())  # paths relative to the repository root
 study
@@ -86,7 +86,7 @@ no_resetting = {m["seed"]: m for m in ms[n:]}
 
 def kept(m):
     """The share of its unpruned MACs a run's absorbed model keeps."""
-    return m["forms"]["absorbed"]["macs"] / m["forms"]["unpruned"]["macs"]
+    return macs_kept(m["forms"])
 
 
 rows = []

@@ -45,7 +45,7 @@ import pandas as pd
 
 from deap_lib import plots as P
 from deap_lib import results as R
-from deap_lib.study import Study, deployed_form
+from deap_lib.study import Study, deployed_form, macs_kept
 
 study = Study.from_notebook(globals())  # paths relative to the repository root
 study
@@ -63,8 +63,7 @@ study
 from deap_lib.evaluation import paired_bootstrap
 
 teacher, deap = study.run_many([("teacher", seed, {}), ("deap", seed, {})])
-f = deap["forms"]
-budget = float(target_macs) if target_macs is not None else round(f["absorbed"]["macs"] / f["unpruned"]["macs"], 4)
+budget = float(target_macs) if target_macs is not None else study.learned_budget(seed)
 from_teacher = {"student_init": "checkpoint", "pretrained_path": study.teacher_path(seed)}
 ARMS = {"deap": {}, "kd_slim": {}, "thinned_kd": {"prune.target_macs": budget}}
 START = {"pre-trained": {"deap": {}, "kd_slim": {}, "thinned_kd": {"args.init_from_teacher": False}},
@@ -118,8 +117,7 @@ lm = dict(zip(lkeys, study.run_many(lspecs)))
 lrows = []
 for (m, e), r in lm.items():
     f = r["forms"][deployed_form(r["forms"])]
-    frac = r["forms"]["absorbed"]["macs"] / r["forms"]["unpruned"]["macs"] if "unpruned" in r["forms"] else \
-        f["macs"] / teacher["forms"]["teacher"]["macs"]
+    frac = macs_kept(r["forms"], full_macs=teacher["forms"]["teacher"]["macs"])
     lrows.append({"method": m, "epochs": e, "mAP": f["mAP"], "mAP_low": f["mAP_low"], "mAP_high": f["mAP_high"],
                   "val_mAP": f.get("val_mAP"), "macs_kept": frac,
                   "d_teacher": f["mAP"] - teacher["forms"]["teacher"]["mAP"]})

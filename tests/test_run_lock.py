@@ -11,32 +11,17 @@ import time
 from pathlib import Path
 
 from deap_lib.data.synthetic import ensure_synthetic
-from deap_lib.fileio import folder_lock
+from deap_lib.fileio import folder_lock, is_locked
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _locked(folder: Path) -> bool:
-    import fcntl
-
-    if not folder.is_dir():
-        return False
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
 
 
 def test_folder_lock_waits_for_its_holder_and_says_so(tmp_path):
     told = []
     with folder_lock(tmp_path / "run"):
-        assert _locked(tmp_path / "run")
-    assert not _locked(tmp_path / "run")  # released
+        assert is_locked(tmp_path / "run")
+    assert not is_locked(tmp_path / "run")  # released
+    assert not is_locked(tmp_path / "missing")
     with folder_lock(tmp_path / "run", on_wait=lambda: told.append(1)):
         pass
     assert told == []  # free: no waiting

@@ -19,7 +19,7 @@ import torch
 
 from deap_lib import results as R
 from deap_lib.methods.runner import resolve_runtime
-from deap_lib.study import RunFailed, Study, deployed_form, make_tag, summary_rows
+from deap_lib.study import RunFailed, Study, deployed_form, macs_kept, make_tag, summary_rows
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -644,6 +644,10 @@ def test_load_runs_train_log_and_norms(tmp_path):
     assert deployed_form({"teacher": 1}) == "teacher" and deployed_form({"unpruned": 1, "absorbed": 2}) == "absorbed"
     rows = summary_rows(json.loads((d / "metrics.json").read_text()))
     assert [r["form"] for r in rows] == ["unpruned", "absorbed"]
+    # MACs kept: 3 of 12 M by the absorbed model; a thin network against a given full cost; else 1
+    pruned = {"unpruned": {"macs": 12e6}, "absorbed": {"macs": 3e6}}
+    assert macs_kept(pruned) == 0.25 and macs_kept(pruned, full_macs=6e6) == 0.25
+    assert macs_kept({"student": {"macs": 3e6}}, full_macs=12e6) == 0.25 and macs_kept({"student": {"macs": 3e6}}) == 1.0
     assert math.isclose(rows[1]["params_m"], 5e-6)
 
 

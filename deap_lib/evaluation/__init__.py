@@ -6,9 +6,9 @@ Arrays in, numbers out: this package knows nothing about models (:mod:`deap_lib.
 with one).
 """
 from .bootstrap import bootstrap_interval, paired_bootstrap, summarize
-from .equivalence import tost, verdict
+from .equivalence import tost, verdict, verdict_of_tost
 from .metrics import METRICS, compute_distance, evaluate
 from .rerank import re_ranking
 
 __all__ = ["compute_distance", "evaluate", "re_ranking", "bootstrap_interval", "paired_bootstrap", "summarize",
-           "METRICS", "tost", "verdict"]
+           "METRICS", "tost", "verdict", "verdict_of_tost"]

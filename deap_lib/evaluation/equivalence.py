@@ -9,7 +9,7 @@ rejected at ``alpha`` (equivalently: the ``1 - 2 alpha`` t interval of the mean 
 from __future__ import annotations
 
 import math
-from typing import Dict, Sequence
+from typing import Any, Dict, Sequence
 
 import numpy as np
 
@@ -49,9 +49,13 @@ def verdict(diffs: Sequence[float], margin: float = 1.0, alpha: float = 0.05) ->
     """One word for paired differences over seeds: ``equivalent`` (TOST within ±margin), else ``better`` /
     ``worse`` when the ``1 - alpha`` two-sided t interval of the mean excludes 0 on that side, else
     ``inconclusive``."""
+    return verdict_of_tost(tost(diffs, margin, alpha), alpha)
+
+
+def verdict_of_tost(t: Dict[str, Any], alpha: float = 0.05) -> str:
+    """:func:`verdict` of a computed :func:`tost` result (same ``alpha``)."""
     from scipy import stats
 
-    t = tost(diffs, margin, alpha)
     if t["equivalent"]:
         return "equivalent"
     se = t["std"] / math.sqrt(t["n"])

@@ -37,7 +37,7 @@ def verdicts_over_seeds(values: Mapping[int, float], reference: Mapping[int, flo
     """``values[s] - reference[s]`` over the seeds both have: the per-seed differences, their TOST within
     ``±margin`` (:func:`~deap_lib.evaluation.tost`) and the one-word verdict; with one seed, the difference and
     the verdict ``one seed``."""
-    from ..evaluation import tost, verdict
+    from ..evaluation import tost, verdict_of_tost
 
     seeds: List[int] = sorted(set(values) & set(reference))
     if not seeds:
@@ -47,4 +47,4 @@ def verdicts_over_seeds(values: Mapping[int, float], reference: Mapping[int, flo
     if len(d) < 2:
         return {**out, "mean": d[0], "verdict": "one seed"}
     t = tost(d, margin, alpha)
-    return {**out, **{k: t[k] for k in ("mean", "std", "p", "ci_low", "ci_high")}, "verdict": verdict(d, margin, alpha)}
+    return {**out, **{k: t[k] for k in ("mean", "std", "p", "ci_low", "ci_high")}, "verdict": verdict_of_tost(t, alpha)}

@@ -13,13 +13,13 @@ half-written. The teacher a method needs is trained (or reused) first::
     df = study.load_runs()          # one row per (run, form) of every finished run of the preset
 """
 from ..records import summary_rows
-from ..rundir import deployed_form
+from ..rundir import deployed_form, macs_kept
 from .core import Study
 from .pool import JobPool
 from .reading import RunReading, dataset_grid
 from .specs import (ARCH_KEYS, EVALS_PER_RUN, PROGRESS_EVERY_S, PROGRESS_PREFIX, RUN_LOG, RunFailed, RunSpec, _Job,  # noqa: F401
                     default_eval_every, make_tag)
 
-__all__ = ["Study", "RunSpec", "RunFailed", "make_tag", "default_eval_every", "dataset_grid", "deployed_form",
+__all__ = ["Study", "RunSpec", "RunFailed", "make_tag", "default_eval_every", "dataset_grid", "deployed_form", "macs_kept",
            "summary_rows", "EVALS_PER_RUN", "ARCH_KEYS", "PROGRESS_EVERY_S", "PROGRESS_PREFIX", "RUN_LOG", "JobPool",
            "RunReading"]

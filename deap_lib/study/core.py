@@ -9,7 +9,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 
 from ..config import RunConfig
-from ..rundir import RunDir
+from ..rundir import RunDir, macs_kept
 
 PathLike = Union[str, "os.PathLike[str]"]
 from .pool import JobPool
@@ -307,8 +307,7 @@ class Study(JobPool, RunReading):
     def learned_budget(self, seed: Optional[int] = None) -> float:
         """DEAP's learned compression of ``seed``: the share of the unpruned MACs its absorbed model keeps after
         its own threshold cut, rounded to 4 places; the budget every equal-MACs comparison gives the others."""
-        forms = self.run("deap", seed)["forms"]
-        return round(forms["absorbed"]["macs"] / forms["unpruned"]["macs"], 4)
+        return round(macs_kept(self.run("deap", seed)["forms"]), 4)
 
     def teacher(self, seed: Optional[int] = None) -> Path:
         """Train or reuse the teacher of ``seed``; returns its run folder (holding ``model.pt``)."""
