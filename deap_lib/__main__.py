@@ -145,7 +145,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = args.out or os.path.join("runs", cfg.preset, f"{cfg.method}-s{cfg.seed}")
     try:
         metrics = run(cfg, out, resume=args.resume, force=args.force, summary_csv=args.summary,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, cut_of=args.cut_of)
     except (UserError, FileExistsError, DatasetNotFoundError, DatasetFormatError) as e:
         return _user_error(e)
     finally:
@@ -199,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--summary", default=None, help="append rows to this summary CSV (e.g. results/summary.csv)")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     t.add_argument("--force", action="store_true", help="re-run even if --out holds a finished run")
+    t.add_argument("--cut-of", default=None, metavar="RUN",
+                   help="a finished run of the same recipe that differs only in its final cut (prune.target_macs, "
+                        "budget_kind, allocation, round_widths, bn_recalib_batches; pruning methods cutting at the "
+                        "end): start after its last epoch and only cut, re-calibrate and evaluate")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_train)
 

@@ -547,13 +547,13 @@ def _fake_study(tmp_path, **kw):
 
 def test_run_many_parallel_reuse_and_summary(tmp_path, monkeypatch):
     s = _fake_study(tmp_path)
-    out = s.run_many([("student", 0, {}), ("np", 0, {"prune.target_macs": 0.3}), ("np", 1, {})])
-    assert [Path(m["run_dir"]).name for m in out] == ["student-s0", "np-target_macs0.3-s0", "np-s1"]
+    out = s.run_many([("student", 0, {}), ("np", 0, {"prune.threshold": 0.01}), ("np", 1, {})])
+    assert [Path(m["run_dir"]).name for m in out] == ["student-s0", "np-threshold0.01-s0", "np-s1"]
     spans = [m["t"] for m in out]  # never more than jobs=2 at a time, and two did overlap
     overlap = [sum(a <= t < b for a, b in spans) for t, _ in spans]
     assert max(overlap) == 2
     summary = pd.read_csv(tmp_path / "results" / "summary.csv")
-    assert sorted(zip(summary["run"], summary["form"])) == [("np-s1", "absorbed"), ("np-target_macs0.3-s0", "absorbed"),
+    assert sorted(zip(summary["run"], summary["form"])) == [("np-s1", "absorbed"), ("np-threshold0.01-s0", "absorbed"),
                                                             ("student-s0", "student")]
     assert summary["params_m"].tolist() == [0.001] * 3 and summary["macs_g"].tolist() == [0.002] * 3
     assert (s.run_dir("np", 1) / "run.log").read_text().count("training") == 1

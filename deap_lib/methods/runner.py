@@ -42,6 +42,7 @@ from ..records import Recorder, append_summary, code_version, summary_rows
 from ..rundir import PRUNER_NORMS, RunDir
 from .registry import METHODS
 from .base import Method, RunContext, UserError, parse_args, teacher_missing_message
+from .recut import CHECKPOINT, MARKER, seed_from_trained, seeded_from
 
 
 def resolve_device(name: str) -> torch.device:
@@ -280,19 +281,20 @@ def finished_run_diff(metrics: Dict[str, Any], cfg: RunConfig) -> Dict[str, Tupl
 
 def run(cfg: RunConfig, out_dir: Union[str, Path], *, resume: bool = False, force: bool = False,
         summary_csv: Optional[Union[str, Path]] = None, run_name: Optional[str] = None,
-        progress: bool = True) -> Dict[str, Any]:
+        progress: bool = True, cut_of: Optional[Union[str, Path]] = None) -> Dict[str, Any]:
     """Train and evaluate one recipe; returns the metrics dict (also written to ``out_dir/metrics.json``).
 
     A finished run with the same config is reused (unless ``force``); ``resume`` continues an interrupted
     one. Configuration problems (unknown method or ``args.*`` key, a missing or mismatched teacher) raise
     :class:`~deap_lib.methods.base.UserError` before any training. One process at a time owns a run folder
     (an exclusive lock on it, held by the first rank): a second one asked for the same run waits for the
-    first, then reuses or resumes what it left.
+    first, then reuses or resumes what it left. ``cut_of``: a finished run of the same recipe that differs only
+    in its final cut (:mod:`~deap_lib.methods.recut`): this run starts after its last epoch and only cuts.
     """
     out_dir = Path(out_dir)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: the first rank holds the folder for all
         return _run(cfg, out_dir, resume=resume, force=force, summary_csv=summary_csv, run_name=run_name,
-                    progress=progress)
+                    progress=progress, cut_of=cut_of)
 
     def waiting() -> None:
         print(f"{out_dir}: another process is training this run; waiting for it to finish", file=sys.stderr,
@@ -302,14 +304,14 @@ def run(cfg: RunConfig, out_dir: Union[str, Path], *, resume: bool = False, forc
     try:
         with folder_lock(out_dir, on_wait=waiting):
             return _run(cfg, out_dir, resume=resume, force=force, summary_csv=summary_csv, run_name=run_name,
-                        progress=progress)
+                        progress=progress, cut_of=cut_of)
     finally:  # a run refused before it wrote anything leaves no empty folder behind
         if created and out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()
 
 
 def _run(cfg: RunConfig, out_dir: Path, *, resume: bool, force: bool, summary_csv: Optional[Union[str, Path]],
-         run_name: Optional[str], progress: bool) -> Dict[str, Any]:
+         run_name: Optional[str], progress: bool, cut_of: Optional[Union[str, Path]] = None) -> Dict[str, Any]:
     """:func:`run` once the folder is this process's."""
     run_dir = RunDir(out_dir)
     metrics_path = run_dir.metrics_path
@@ -323,6 +325,15 @@ def _run(cfg: RunConfig, out_dir: Path, *, resume: bool, force: bool, summary_cs
                                   f"({', '.join(diff)[:300]}); use another folder or force=True")
     check_run(cfg)
     t0 = time.time()
+    if cut_of is not None:  # another cut of a finished run: start after its last epoch (unless it trains here)
+        if is_main_process() and (force or not (out_dir / CHECKPOINT).exists()):
+            (out_dir / CHECKPOINT).unlink(missing_ok=True)
+            seed_from_trained(Path(cut_of), cfg, out_dir)
+        barrier()
+        resume, force = True, False
+    elif force and is_main_process():  # trained from scratch now: no longer a cut of another run
+        (out_dir / MARKER).unlink(missing_ok=True)
+    cut_from = seeded_from(out_dir)
     device = resolve_device(cfg.device)
     stages = METHODS.get(cfg.method).stages(cfg)
     seed_everything(cfg.seed)  # model construction draws from the global generators
@@ -372,6 +383,9 @@ def _run(cfg: RunConfig, out_dir: Path, *, resume: bool, force: bool, summary_cs
                                 torch_version=torch.__version__, world_size=get_world_size()),
         "start": method.start(), "epochs": sum(st.cfg.optim.epochs for st in stages), **ctx.extra, **extra,
     }
+    if cut_from is not None:  # trained as that run: its training time plus this cut's
+        metrics.update(cut_of=cut_from.get("run"), cut_wall_time_s=metrics["wall_time_s"],
+                       wall_time_s=float(cut_from.get("wall_time_s") or 0.0) + metrics["wall_time_s"])
     if get_world_size() > 1:
         metrics["ddp_param_sha256"] = hashes
     atomic_write_text(metrics_path, json.dumps(metrics, indent=2, default=float) + "\n")

@@ -284,7 +284,14 @@ class Study(JobPool, RunReading):
         specs = [self._as_spec(r) for r in runs]
         deps: Dict[RunSpec, List[RunSpec]] = {}
         todo = list(specs)
-        for s in specs:
+        cuts: Dict[RunSpec, RunSpec] = {}
+        for s in specs:  # another cut of a run that trains the same: that run first, then only the cut
+            base = self.cut_base(s) if not RunDir(self.run_dir(s)).finished else None
+            if base is not None:
+                cuts[s] = base
+                deps.setdefault(s, []).append(base)
+                todo.append(base)
+        for s in list(dict.fromkeys(todo)):
             if self.needs_teacher(s.method):
                 t = self.teacher_spec(s.seed, self.arch_overrides(s))
                 deps.setdefault(s, []).append(t)
@@ -295,8 +302,23 @@ class Study(JobPool, RunReading):
                 deps.setdefault(s, []).append(pre)
                 todo.append(pre)
         # one pool: the pre-training and the teachers start first, every run as soon as what it needs is done
-        done = self._execute(list(dict.fromkeys(todo)), deps)
+        done = self._execute(list(dict.fromkeys(todo)), deps, cuts)
         return [{**done[s], "run_dir": str(self.run_dir(s))} for s in specs]
+
+    def cut_base(self, spec: RunSpec) -> Optional[RunSpec]:
+        """The run that ``spec`` is another cut of: the same method, seed and overrides without the cut keys
+        (:data:`~deap_lib.methods.recut.CUT_KEYS`), when the two train identically (a pruning method cutting at
+        the end) and ``spec`` has its default folder name; else None. :meth:`run_many` trains that run (or
+        reuses it) and derives ``spec`` from it by the cut alone."""
+        from ..methods.recut import CUT_KEYS, cut_only_difference
+
+        ov = dict(spec.overrides)
+        base_ov = {k: v for k, v in ov.items() if k not in CUT_KEYS}
+        if len(base_ov) == len(ov) or spec.tag != make_tag(ov):
+            return None
+        base = self.spec(spec.method, spec.seed, base_ov)
+        return base if cut_only_difference(spec.method, self.config(base).to_dict(),
+                                           self.config(spec).to_dict()) else None
 
     def run(self, method: str, seed: Optional[int] = None, *, tag: Optional[str] = None,
             overrides: Optional[Mapping[str, Any]] = None, **kw: Any) -> Dict[str, Any]:

@@ -69,6 +69,8 @@ class JobPool:
         trains ``stage_frac`` of the epochs twice, half of them with a teacher."""
         from ..methods import METHODS
 
+        if "cut_of" in job.extra:  # only a cut and its evaluations
+            return 1.0
         cost = 0.0
         for stage in METHODS.get(job.spec.method).stages(job.cfg):
             cls = stage.method
@@ -132,6 +134,8 @@ class JobPool:
         for k, v in self._run_overrides(spec).items():
             cmd += ["--set", _set_arg(k, v)]
         cmd.append("--force" if fresh else "--resume")
+        if "cut_of" in job.extra:
+            cmd += ["--cut-of", job.extra["cut_of"]]
         return cmd
 
     def _env(self) -> Dict[str, str]:
@@ -183,11 +187,12 @@ class JobPool:
                                f"({', '.join(list(diff)[:6])}); this is a bug in deap_lib.study")
         return metrics
 
-    def _execute(self, specs: Sequence[RunSpec],
-                 deps: Optional[Mapping[RunSpec, Sequence[RunSpec]]] = None) -> Dict[RunSpec, Dict[str, Any]]:
+    def _execute(self, specs: Sequence[RunSpec], deps: Optional[Mapping[RunSpec, Sequence[RunSpec]]] = None,
+                 cuts: Optional[Mapping[RunSpec, RunSpec]] = None) -> Dict[RunSpec, Dict[str, Any]]:
         """Reuse or train ``specs``, ``jobs`` at a time; summary rows per finished run. ``deps[s]``: runs of
         ``specs`` that ``s`` needs (its pre-training, its teacher): ``s`` is checked for reuse and started only
-        once they are done, and fails without starting when one of them failed. Among the runs ready to start,
+        once they are done, and fails without starting when one of them failed. ``cuts[s]``: the finished run of
+        ``deps[s]`` that ``s`` is another cut of (trained as it, only cut here). Among the runs ready to start,
         the longest chain of training still hanging on a run (its own cost plus its dependants') goes first."""
         deps = {s: [d for d in dict.fromkeys((deps or {}).get(s, ())) if d != s] for s in dict.fromkeys(specs)}
         order = list(deps)
@@ -199,6 +204,8 @@ class JobPool:
                     raise ValueError(f"{s.name} depends on {d.name}, which is not among the runs to execute")
                 dependants[d].append(s)
         jobs = {s: _Job(s, self.config(s), self.run_dir(s)) for s in order}
+        for s, base in (cuts or {}).items():
+            jobs[s].extra["cut_of"] = self._cli_dir(base)
         chain: Dict[RunSpec, float] = {}
 
         def chain_cost(s: RunSpec) -> float:  # cost of s plus the costliest chain of runs waiting on it
