@@ -76,6 +76,8 @@ class LossConfig:
     arkd_weight: float = 1.0
     arkd_alpha: float = 10.0
     arkd_beta: float = 1.0
+    relation: str = "arkd"  # what fills ARKD's term: arkd | at | sp | fitnet | rkd | pkt | none (losses/kd_slot.py)
+    relation_weight: Optional[float] = None  # its weight; None: loss.arkd_weight for arkd, else the field's
     lasso1: float = 0.003  # pruner 1 (column norms)
     lasso2: float = 0.003  # pruner 2 (row norms)
     lasso_eps: float = 1e-12

@@ -7,7 +7,7 @@ from pathlib import Path
 #: execution order: the method notebooks (02, 03, 05, ...) first, the summary (04: every method's deployed model
 #: of the seed, the Pareto plot, latency) last, so that it sees every run
 NOTEBOOKS = ("00_data", "01_teacher", "02_dilemma", "03_deap", "05_cdd", "07_structure", "08_factors",
-             "04_absorb_and_plots", "06_resolution")
+             "09_kd_losses", "04_absorb_and_plots", "06_resolution")
 #: the core study (``make reproduce``: the headline, seed 0): the teacher, DEAP's learned compression against it
 #: and the naive arm, absorption and speed; CDD, the resolution study and structure learning run with ``--full``
 CORE_NOTEBOOKS = ("00_data", "01_teacher", "02_dilemma", "03_deap", "04_absorb_and_plots")

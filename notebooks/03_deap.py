@@ -16,7 +16,7 @@
 # %% [markdown]
 # # 03 - DEAP training
 #
-# DEAP with the preset's own pruning rule: loss terms, the evolution of the pruner norms, the three evaluated forms; with `full`, ablations of the loss terms and of the proximal pruner update.
+# DEAP with the preset's own pruning rule: loss terms, the evolution of the pruner norms, the three evaluated forms; with `full`, the paper's claims about its own parts, over seeds at DEAP's learned budget: what each loss term buys, and whether the PCP pruners beat sparsity on the weights themselves.
 
 # %% tags=["parameters"]
 # Parameters (papermill injects new values after this cell)
@@ -31,7 +31,8 @@ epochs = None         # None: the preset's number of epochs
 force = False         # True: re-train this notebook's runs
 jobs = 2              # training subprocesses at a time (1 thread each)
 full = False          # the full study's extras (ablations)
-ablations = None      # the loss-term and proximal-update ablations (None: in the full study)
+ablations = None      # the loss-term ablations and the sparsity arms (None: in the full study)
+seeds = None          # None: seed, seed+1, seed+2 in the full study, else seed
 
 # %%
 import matplotlib.pyplot as plt
@@ -41,7 +42,7 @@ from matplotlib.ticker import MaxNLocator
 
 from deap_lib import plots as P
 from deap_lib import results as R
-from deap_lib.study import Study
+from deap_lib.study import Study, macs_kept
 
 study = Study.from_notebook(globals())  # paths relative to the repository root
 study
@@ -115,43 +116,90 @@ R.save_figure(fig, out, "03_3_pruner_norms", caption="DEAP pruner norms: histogr
               "share below the threshold")
 
 # %% [markdown]
-# ## Ablations (full study)
+# ## DEAP's parts, at its learned budget (full study)
 #
-# **Table 03_4** / **Figure 03_5**: DEAP with one loss term removed (ARKD's alpha or beta term, DL, KL) and
-# with the exact proximal pruner update instead of the lasso subgradient, each absorbed and compared with
-# full DEAP by the paired bootstrap. The paper credits each term with part of the gain; a term whose removal
-# changes mAP within the interval is not shown to matter at this scale (single seed).
+# The paper credits each loss term with part of its accuracy and the PCP unit with resolving the dilemma
+# of KD and pruning (sparsity on untrained pruners instead of on the weights that distillation is shaping).
+# Every arm below trains DEAP's schedule from the same start as DEAP (each seed its own pre-training and
+# teacher) and is then cut to the budget DEAP learned with its own threshold for that seed (its share of the
+# MACs; BN statistics re-calibrated after the cut, as for every cut to a budget), so the arms differ only in
+# what they train. A cut to a budget comes from the arm's own finished run (the cut keys act after training,
+# `deap_lib.methods.recut`), whose own threshold cut is reported beside it.
+#
+# **Table 03_4** / **Figure 03_5**: DEAP without one of its terms (KL; DL; ARKD's representation term,
+# alpha = 0; its relation term, beta = 0; the lasso, lambda = 0, which leaves the pruners near identity, so
+# the cut to the budget ranks untrained channels) minus full DEAP, per seed (paired bootstrap over query
+# identities, 95 %) and over seeds (mean with its 90 % t interval; "equivalent" when the two one-sided tests
+# place it within +-1 point). **Table 03_6** / **Figure 03_7**: the same distillation with the lasso on the
+# network's own channels instead of on the pruners: on the BN gates of every block (`kd_np_direct`) and on the
+# 3x3 filters themselves (`kd_np_filters`: the input slices and output filters of the conv the pruners
+# surround), at DEAP's lambda and schedule, minus DEAP. All numbers: test split.
 
 # %%
-ABLATIONS = {"ARKD alpha=0": {"loss.arkd_alpha": 0.0}, "ARKD beta=0": {"loss.arkd_beta": 0.0},
-             "no DL": {"loss.dl_weight": 0.0}, "no KL": {"loss.kl_weight": 0.0},
-             "proximal update": {"prune.proximal": True}}
-ablation = {}
+RECALIB = {"prune.bn_recalib_batches": 20}  # a cut to a budget removes channels whose gates are not zero
+TERMS = {"no KL": ("deap", {"loss.kl_weight": 0.0}), "no DL": ("deap", {"loss.dl_weight": 0.0}),
+         "no ARKD representation (alpha = 0)": ("deap", {"loss.arkd_alpha": 0.0}),
+         "no ARKD relation (beta = 0)": ("deap", {"loss.arkd_beta": 0.0}),
+         "no lasso (lambda = 0)": ("deap", {"loss.lasso1": 0.0, "loss.lasso2": 0.0})}
+SPARSITY = {"lasso on the BN gates (kd_np_direct)": ("kd_np_direct", {}),
+            "lasso on the 3x3 filters (kd_np_filters)": ("kd_np_filters", {})}
+REF = "DEAP (all terms, lasso on the pruners)"
+ablation, sparsity = {}, {}
 if ablations is None:
     ablations = full
 if ablations:
-    from deap_lib.evaluation import paired_bootstrap
+    seeds = study.main_seeds(seeds, full)
+    budgets = {s: study.learned_budget(s) for s in seeds}  # each seed's DEAP run (notebook 02's)
+    arms = {REF: ("deap", {}), **TERMS, **SPARSITY}
+    keys = [(a, s) for a in arms for s in seeds]
+    cut_specs = [(arms[a][0], s, {**arms[a][1], "prune.target_macs": budgets[s], **RECALIB}) for a, s in keys]
+    own_specs = [(arms[a][0], s, arms[a][1]) for a, s in keys]  # each arm's own threshold cut
+    ms = study.run_many(cut_specs + own_specs)
+    at_budget, own = dict(zip(keys, ms[:len(keys)])), dict(zip(keys, ms[len(keys):]))
 
-    variants = study.run_many([("deap", seed, ov) for ov in ABLATIONS.values()])
-    ref = R.load_per_query(deap["run_dir"], "absorbed")
-    rows = []
-    for (label, ov), m in zip([("DEAP (all terms, subgradient)", {})] + list(ABLATIONS.items()), [deap] + variants):
-        f = m["forms"]["absorbed"]
-        d = paired_bootstrap(R.load_per_query(m["run_dir"], "absorbed"), ref)["mAP"]
-        rows.append({"variant": label, "mAP": f["mAP"], "mAP_low": f["mAP_low"], "mAP_high": f["mAP_high"],
-                     "d_mAP_vs_deap": 100 * d["diff"], "d_low": 100 * d["low"], "d_high": 100 * d["high"],
-                     "macs_m": f["macs"] / 1e6, "params_m": f["params_no_classifier"] / 1e6})
-        ablation[label] = rows[-1]
-    abl = pd.DataFrame(rows)
-    R.save_table(abl, out, "03_4_deap_ablation", caption="DEAP ablations (absorbed models; difference vs full DEAP, "
-                 "paired bootstrap)")
-    fig, ax = plt.subplots(figsize=(8, 3.4))
-    P.bars_with_ci(ax, abl["variant"], abl["mAP"], abl["mAP_low"], abl["mAP_high"])
-    ax.set(ylabel="mAP (%) [95% CI]", title="DEAP ablations")
-    R.save_figure(fig, out, "03_5_deap_ablation_map", caption="DEAP ablations: mAP of the absorbed models")
-    display(abl)
+    def arm_table(names):
+        rows = R.arms_over_seeds({k: at_budget[k] for k in keys if k[0] in (REF, *names)}, REF)
+        for r in rows:  # the arm's own learned compression and accuracy (threshold cut), mean over seeds
+            r["own_macs_kept"] = float(np.mean([macs_kept(own[(r["arm"], s)]["forms"]) for s in r["seeds"]]))
+            r["own_mAP"] = float(np.mean([own[(r["arm"], s)]["forms"]["absorbed"]["mAP"] for s in r["seeds"]]))
+            r["per_seed_text"] = "; ".join(f"s{p['seed']} {p['d_mAP']:+.2f} [{p['d_low']:+.2f}, {p['d_high']:+.2f}]"
+                                           for p in r["per_seed"])
+        return pd.DataFrame(rows)
+
+    def arm_figure(df, name, title):
+        fig, ax = plt.subplots(figsize=(8, 1.4 + 0.55 * len(df)))
+        y = np.arange(len(df))
+        ax.errorbar(df["d_mean"], y, xerr=[df["d_mean"] - df["ci_low"], df["ci_high"] - df["d_mean"]], fmt="o",
+                    color="k", capsize=3, label="mean over seeds [90 % t interval]")
+        pts = [(p["d_mAP"], k) for k, r in enumerate(df.to_dict("records")) for p in r["per_seed"]]
+        ax.scatter([x for x, _ in pts], [k for _, k in pts], s=14, color="tab:blue", alpha=0.6, label="one seed")
+        ax.axvline(0, color="tab:red", lw=1, label="full DEAP")
+        ax.axvspan(-1, 1, color="tab:gray", alpha=0.15, label="within +-1 point")
+        ax.set_yticks(y, df["arm"])
+        ax.invert_yaxis()  # the table's order, top to bottom
+        ax.set(xlabel=f"mAP minus {REF} (points), test split", title=title)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3, frameon=False)
+        R.save_figure(fig, out, name, caption=f"{title}: mAP difference to full DEAP at its learned budget, per seed "
+                      "and mean over seeds with its 90 % t interval")
+
+    cols = ["arm", "seeds", "mAP", "reference_mAP", "d_mean", "ci_low", "ci_high", "verdict", "per_seed_text",
+            "own_macs_kept", "own_mAP"]
+    terms_df = arm_table(TERMS)
+    R.save_table(terms_df[cols], out, "03_4_deap_ablation", caption="DEAP without one loss term minus full DEAP, "
+                 f"both cut to DEAP's learned budget of each seed ({', '.join(f'{b:.1%}' for b in budgets.values())} "
+                 "of the MACs) with BN re-calibration; per seed (paired bootstrap, 95 %) and over seeds (90 % t "
+                 "interval, TOST within +-1); own_*: the arm's own threshold cut, mean over seeds")
+    arm_figure(terms_df, "03_5_deap_ablation_map", "DEAP's loss terms")
+    sparsity_df = arm_table(SPARSITY)
+    R.save_table(sparsity_df[cols], out, "03_6_pcp_vs_weight_sparsity", caption="The same distillation with the "
+                 "lasso on the network's own channels (BN gates; 3x3 filters) instead of on the PCP pruners, minus "
+                 "DEAP, at DEAP's learned budget of each seed; per seed and over seeds as in 03_4")
+    arm_figure(sparsity_df, "03_7_pcp_vs_weight_sparsity", "PCP pruners vs sparsity on the weights")
+    ablation = R.table_records(terms_df[cols])
+    sparsity = R.table_records(sparsity_df[cols])
+    display(terms_df[cols], sparsity_df[cols])
 else:
-    print("ablations=False: ablations skipped")
+    print("ablations=False: the parts of DEAP are tested in the full study")
 
 # %%
 kept = sum(sum(w) for w in deap["kept_widths"]) / sum(sum(w) for w in deap["original_widths"])
@@ -159,4 +207,5 @@ R.record(out, "03_deap", {
     "threshold": thr, "mAP_unpruned": deap["forms"]["unpruned"]["mAP"], "mAP_pruned": deap["forms"]["pruned"]["mAP"],
     "mAP_absorbed": deap["forms"]["absorbed"]["mAP"], "kept_fraction": kept, "epochs_logged": len(epochs_logged),
     "frac_below_thr_final": below[-1], "loss_terms": [c[5:] for c in terms], "ablation": ablation,
+    "sparsity": sparsity, "seeds": list(seeds) if ablations else [seed],
 })

@@ -260,6 +260,24 @@ def test_config_diff_and_mismatch(tmp_path: Path):
     assert t.epoch == 2
 
 
+def test_a_checkpoint_from_before_a_config_key_existed_resumes_at_its_default(tmp_path: Path):
+    def make(cfg, defaults=None, epochs=1):
+        model = TinyNet()
+        step = lambda batch: {"ce": F.cross_entropy(model(batch[0]), batch[1])}  # noqa: E731
+        return Trainer(model, build_optimizer(model, lr=0.01), Loader(_batches(1)), step, epochs=epochs,
+                       out_dir=tmp_path, config=cfg, config_defaults=defaults, progress=False, device="cpu")
+
+    make({"lr": 0.01}, epochs=2).fit()  # written before "loss.relation" existed
+    defaults = {"lr": 0.1, "loss": {"relation": "arkd"}}
+    t = make({"lr": 0.01, "loss": {"relation": "arkd"}}, defaults, epochs=2)
+    t.fit(resume=True)  # the new key at its default: no difference
+    assert t.epoch == 2
+    with pytest.raises(ConfigMismatchError, match=r"loss\.relation: .*last\.pt='<missing>' now='at'"):
+        make({"lr": 0.01, "loss": {"relation": "at"}}, defaults, epochs=2).fit(resume=True)
+    with pytest.raises(ConfigMismatchError, match=r"lr"):  # a key the checkpoint has still counts
+        make({"lr": 0.1, "loss": {"relation": "arkd"}}, defaults, epochs=2).fit(resume=True)
+
+
 # --------------------------------------------------------------------------------------------------
 # the frozen teacher of a method
 # --------------------------------------------------------------------------------------------------

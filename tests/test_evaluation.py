@@ -426,3 +426,44 @@ def test_choice_on_validation_takes_the_strongest_setting_within_the_margin():
     v = verdicts_over_seeds({0: 80.2, 1: 79.9, 2: 80.3}, {0: 80.0, 1: 80.0, 2: 80.0})
     assert v["per_seed"] == pytest.approx([0.2, -0.1, 0.3]) and v["verdict"] == "equivalent"
     assert verdicts_over_seeds({0: 75.0}, {0: 80.0, 1: 81.0})["verdict"] == "one seed"
+
+
+def test_arms_over_seeds_pairs_each_arm_with_the_reference_seed_by_seed(tmp_path):
+    from deap_lib.evaluation import evaluate
+    from deap_lib.inference import per_query_arrays
+    from deap_lib.results import arms_over_seeds
+
+    rng = np.random.default_rng(0)
+    q_pids, g_pids = np.repeat(np.arange(6), 2), np.repeat(np.arange(6), 5)
+    q_cams, g_cams = np.zeros(12, int), np.ones(30, int)
+
+    def fake_run(name, noise):
+        d = np.abs(q_pids[:, None] - g_pids[None, :]) + noise * rng.random((12, 30))
+        res = evaluate(d, q_pids, g_pids, q_cams, g_cams, return_per_query=True)
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        np.savez(run_dir / "per_query_absorbed.npz", **per_query_arrays(res))
+        return {"run_dir": str(run_dir), "forms": {"unpruned": {"mAP": 0.0}, "absorbed": {"mAP": 100 * res["mAP"]}}}
+
+    runs = {(arm, s): fake_run(f"{arm}-s{s}", noise) for arm, noise in (("ref", 2.0), ("worse", 9.0))
+            for s in (0, 1, 2)}
+    runs[("one seed", 1)] = fake_run("one-s1", 3.0)
+    rows = {r["arm"]: r for r in arms_over_seeds(runs, "ref", n_boot=200)}
+    assert set(rows) == {"worse", "one seed"}
+    w = rows["worse"]
+    diffs = [runs[("worse", s)]["forms"]["absorbed"]["mAP"] - runs[("ref", s)]["forms"]["absorbed"]["mAP"]
+             for s in (0, 1, 2)]
+    assert w["seeds"] == [0, 1, 2] and [p["seed"] for p in w["per_seed"]] == [0, 1, 2]
+    assert [p["d_mAP"] for p in w["per_seed"]] == pytest.approx(diffs)  # the bootstrap's point estimate
+    assert all(p["d_low"] <= p["d_mAP"] <= p["d_high"] for p in w["per_seed"])
+    assert w["d_mean"] == pytest.approx(sum(diffs) / 3) and w["ci_low"] <= w["d_mean"] <= w["ci_high"]
+    assert w["verdict"] == verdict_of(diffs)
+    assert rows["one seed"]["seeds"] == [1] and rows["one seed"]["verdict"] == "one seed"
+    with pytest.raises(KeyError, match="no run of the reference arm 'teacher'; arms: ref, worse, one seed"):
+        arms_over_seeds(runs, "teacher")
+
+
+def verdict_of(diffs):
+    from deap_lib.evaluation import verdict
+
+    return verdict(diffs)

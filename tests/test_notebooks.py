@@ -459,6 +459,22 @@ def test_08_factors(study):
     assert {x["deap vs"] for x in r["two_stage"]} == {"kd_then_np", "np_then_kd"}
 
 
+def test_09_kd_losses(study):
+    r = _rec(study, "09_kd_losses")
+    assert r["seeds"] == list(SEEDS) and r["uncompressed_seeds"] == [0]
+    assert [x["arm"] for x in r["losses"]] == ["ARKD (DEAP)", "RKD"]
+    assert all(x["adaptation_params"] == 0 for x in r["losses"])  # neither adds a module
+    [rkd] = r["vs_arkd"]
+    assert rkd["arm"] == "RKD" and rkd["seeds"] == list(SEEDS)
+    assert rkd["d_budget"] == pytest.approx(rkd["mAP_budget"] - r["reference"]["mAP_budget"])
+    assert rkd["d_uncompressed"] == pytest.approx(rkd["mAP_uncompressed"] - r["reference"]["mAP_uncompressed"])
+    assert rkd["d_budget_low"] <= rkd["d_budget"] <= rkd["d_budget_high"]
+    assert rkd["verdict_uncompressed"] == "one seed" and 0 < rkd["own_macs_kept"] <= 1.0
+    assert [p["seed"] for p in r["per_seed"]["RKD"]["budget"]] == list(SEEDS)
+    log = (study["runs"] / "quick" / "deap-relationrkd-s1" / "train_log.csv").read_text().splitlines()[0]
+    assert "loss_rkd" in log and "loss_arkd" not in log
+
+
 def test_tables_figures_and_readme(study):
     res = study["results"]
     tables = sorted(p.stem for p in (res / "tables").glob("*.csv"))
@@ -499,22 +515,34 @@ def test_reproduce_again_reuses_everything(study):
 
 @pytest.mark.slow
 def test_03_full_ablation(study):
-    """``full=True``: DEAP's loss-term ablations and the proximal update (5 more runs; teacher and DEAP reused)."""
+    """``full=True``: DEAP's loss-term ablations and the sparsity arms over two seeds at each seed's learned budget,
+    every arm's budget cut derived from its own run (no second training)."""
     out = study["root"] / "results_full"
     report = reproduce(**{**study["kw"], "out": str(out), "full": True, "notebooks": ["03_deap"], "readme": None,
-                          "parameters": None})
+                          "parameters": {"seeds": list(SEEDS)}})
     assert [r["name"] for r in report] == ["03_deap"]
-    abl = R.load_record(out, "03_deap")["ablation"]
-    assert set(abl) == {"DEAP (all terms, subgradient)", "ARKD alpha=0", "ARKD beta=0", "no DL", "no KL",
-                        "proximal update"}
-    for label, d in abl.items():
-        assert _pct(d["mAP"]) and _interval(d), label
-        assert d["d_low"] - 1e-9 <= d["d_mAP_vs_deap"] <= d["d_high"] + 1e-9, label
-    assert abl["DEAP (all terms, subgradient)"]["d_mAP_vs_deap"] == 0.0
-    runs = {p.name for p in (study["runs"] / "quick").iterdir()}
-    assert {"deap-arkd_alpha0.0-s0", "deap-kl_weight0.0-s0", "deap-proximalTrue-s0"} <= runs
-    assert {"03_4_deap_ablation", "03_5_deap_ablation_map"} <= {p.stem for p in (out / "tables").glob("*.csv")} | \
-        {p.stem for p in (out / "figures").glob("*.png")}
+    rec = R.load_record(out, "03_deap")
+    assert rec["seeds"] == list(SEEDS)
+    abl = {r["arm"]: r for r in rec["ablation"]}
+    assert set(abl) == {"no KL", "no DL", "no ARKD representation (alpha = 0)", "no ARKD relation (beta = 0)",
+                        "no lasso (lambda = 0)"}
+    assert {r["arm"] for r in rec["sparsity"]} == {"lasso on the BN gates (kd_np_direct)",
+                                                   "lasso on the 3x3 filters (kd_np_filters)"}
+    for r in rec["ablation"] + rec["sparsity"]:
+        assert r["seeds"] == list(SEEDS) and _pct(r["mAP"]) and _pct(r["reference_mAP"])
+        assert r["d_mean"] == pytest.approx(r["mAP"] - r["reference_mAP"])  # the mean of the paired differences
+        assert r["ci_low"] <= r["d_mean"] <= r["ci_high"] and r["verdict"] in ("equivalent", "better", "worse",
+                                                                                "inconclusive")
+        assert 0.0 < r["own_macs_kept"] <= 1.0
+    runs = study["runs"] / "quick"
+    names = {p.name for p in runs.iterdir()}
+    assert {"deap-kl_weight0.0-s0", "deap-lasso10.0_lasso20.0-s1", "kd_np_filters-s0", "kd_np_direct-s1"} <= names
+    cut = [n for n in names if n.startswith("deap-arkd_beta0.0_bn_recalib") and n.endswith("-s1")]
+    assert len(cut) == 1
+    metrics = json.loads((runs / cut[0] / "metrics.json").read_text())
+    assert metrics["cut_of"].endswith("deap-arkd_beta0.0-s1")  # derived from the arm's own run
+    assert {"03_4_deap_ablation", "03_6_pcp_vs_weight_sparsity"} <= {p.stem for p in (out / "tables").glob("*.csv")}
+    assert {"03_5_deap_ablation_map", "03_7_pcp_vs_weight_sparsity"} <= {p.stem for p in (out / "figures").glob("*.png")}
 
 
 def test_make_lab_serves_the_notebooks(tmp_path):

@@ -621,6 +621,18 @@ def test_run_failure_reports_log_tail_and_others_finish(tmp_path):
     assert list(summary["run"]) == ["student-s0"]
 
 
+def test_a_run_that_may_fail_gives_none_with_allow_failed(tmp_path, capsys):
+    s = _fake_study(tmp_path)
+    s.fail_methods = ("np",)
+    student, np_run = s.run_many(["student", "np"], allow_failed=True)
+    assert np_run is None and student["run_dir"] == str(s.run_dir("student"))
+    assert student["forms"] == json.loads((s.run_dir("student") / "metrics.json").read_text())["forms"]
+    assert "np-s0 (exit status 3)" in capsys.readouterr().out  # said, with its log tail
+    with pytest.raises(RunFailed) as e:
+        s.run_many(["student", "np"])
+    assert [spec.name for spec in e.value.failed] == ["np-s0"] and s.spec("student") in e.value.results
+
+
 def test_load_runs_train_log_and_norms(tmp_path):
     runs = tmp_path / "runs" / "quick"
     d = _fake_run(runs, "kd_then_np-target_macs0.3-s0", "kd_then_np",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import torch
@@ -104,9 +104,11 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
 # config comparison
 # --------------------------------------------------------------------------------------------------
 def check_config(saved: Mapping[str, Any], current: Mapping[str, Any], *, allow_config_change: bool = False,
-                 what: str = "config", source: str = "checkpoint") -> dict[str, tuple[Any, Any]]:
-    """Raise :class:`ConfigMismatchError` listing the differences unless ``allow_config_change``."""
-    diff = config_diff(saved, current)
+                 what: str = "config", source: str = "checkpoint",
+                 added_defaults: Optional[Mapping[str, Any]] = None) -> dict[str, tuple[Any, Any]]:
+    """Raise :class:`ConfigMismatchError` listing the differences unless ``allow_config_change``.
+    ``added_defaults``: a key ``saved`` lacks is no difference when ``current`` holds it at that value."""
+    diff = config_diff(saved, current, added_defaults=added_defaults)
     if diff and not allow_config_change:
         lines = "\n".join(f"  {k}: {source}={va!r} now={vb!r}" for k, (va, vb) in diff.items())
         raise ConfigMismatchError(

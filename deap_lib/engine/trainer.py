@@ -100,6 +100,7 @@ class Trainer(TrainerState):
         grad_clip_norm: Optional[float] = None,
         deterministic: bool = True,
         metadata: Optional[Mapping[str, Any]] = None,
+        config_defaults: Optional[Mapping[str, Any]] = None,
     ) -> None:
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -130,6 +131,9 @@ class Trainer(TrainerState):
         self.out_dir = Path(out_dir)
         self.seed = int(seed)
         self.config = _plain_config(dict(config or {}))
+        #: a key missing from a checkpoint's config (written before the key existed) is no difference when
+        #: ``config`` holds it at its value here
+        self.config_defaults = _plain_config(dict(config_defaults or {}))
         self.scheduler = scheduler
         self.device = torch.device(device) if device is not None else auto_device()
         if precision is None:

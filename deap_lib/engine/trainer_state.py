@@ -57,7 +57,8 @@ class TrainerState:
     def load_state_dict(self, ckpt: Mapping[str, Any], *, allow_config_change: bool = False, source: str = "checkpoint") -> None:
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"{source}: format {ckpt.get('format')!r}, expected {CHECKPOINT_FORMAT}")
-        check_config(ckpt.get("config", {}), self.config, allow_config_change=allow_config_change, source=source)
+        check_config(ckpt.get("config", {}), self.config, allow_config_change=allow_config_change, source=source,
+                     added_defaults=getattr(self, "config_defaults", None))
         saved = dict(ckpt.get("trainer", {}))
         saved.setdefault("precision", legacy_precision(self.device.type, bool(saved.get("amp", False))))
         check_config(

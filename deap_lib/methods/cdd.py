@@ -22,7 +22,8 @@ from typing import Any, Dict, Mapping, Optional
 
 from ..losses import BlockFeatureLoss, KLDistill
 from ..resetting import GradientResetting
-from .base import Method, PruningMixin, UserError
+from .base import Method, UserError
+from .mixins import PruningMixin
 from .registry import register_method
 
 

@@ -1,6 +1,7 @@
 """``deap``: Distillation Embedded Absorbable Pruning (the full method, docs/methods/deap.rst §Losses total loss):
 L = CE + triplet + KL + 0.5 DL + ARKD + lambda1 lasso1 + lambda2 lasso2, then prune + absorb."""
-from .base import DistillMixin, Method, PruningMixin
+from .base import Method
+from .mixins import DistillMixin, PruningMixin
 from .registry import register_method
 
 

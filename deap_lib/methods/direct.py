@@ -7,7 +7,8 @@ After training the weakest channels are removed structurally (conv1 outputs / co
 conv3 inputs) by the same selection, cutting and absorption code as DEAP, through the blocks' BN gates.
 """
 from ..pruning import gate_lasso
-from .base import DistillMixin, Method, PruningMixin
+from .base import Method
+from .mixins import DistillMixin, PruningMixin
 from .registry import register_method
 
 

@@ -1,5 +1,6 @@
 """``kd``: the student distilled with DEAP's losses (KL + DL + ARKD), no pruning."""
-from .base import DistillMixin, Method
+from .base import Method
+from .mixins import DistillMixin
 from .registry import register_method
 
 

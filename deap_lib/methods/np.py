@@ -1,5 +1,6 @@
 """``np``: network pruning alone - PCP pruners + group lasso, no distillation, then absorb."""
-from .base import Method, PruningMixin
+from .base import Method
+from .mixins import PruningMixin
 from .registry import register_method
 
 

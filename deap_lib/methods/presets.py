@@ -87,12 +87,13 @@ for _name, _fn in (("paper", paper), ("cpu", cpu), ("quick", quick)):
 METHOD_DEFAULTS: Dict[str, Dict[str, Dict]] = {
     # CDD (docs/methods/cdd.rst §Recipe): the release's bank holds 24,000 of VeRi's 37,778 training images (0.635 of a pass);
     # the cpu bank keeps that share of its 2,821 (56 batches of 32); the quick one 8 batches of 8
-    "paper": {"kd_slim": {"prune.bn_recalib_batches": 20},
+    "paper": {"kd_slim": {"prune.bn_recalib_batches": 20}, "kd_np_filters": {"prune.bn_recalib_batches": 20},
               "cdd": {"optim.epochs": 120, "optim.warmup_frac": 10 / 120, "optim.flat_frac": 40 / 120,
                       "loss.triplet_margin": 0.35, "prune.threshold": 1e-5}},
     "cpu": {"cdd": {"args.bank_size": 1792},
             # slimming's cut is not exact (a cut channel's constant ReLU(beta) is lost): BN statistics re-computed
             "kd_slim": {"prune.bn_recalib_batches": 20},
+            "kd_np_filters": {"prune.bn_recalib_batches": 20},  # a zeroed 3x3 filter still passes relu(beta)
             # the ImageNet stand-in: 400 identities of its own synthetic stream (about 2.2x the benchmark's
             # training images per epoch); 6 epochs give as many optimizer steps as ~13 benchmark epochs
             "pretrain": {"data.root": "data/synthetic_veri_pretrain", "data.synthetic": "pretrain",

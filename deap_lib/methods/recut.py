@@ -20,7 +20,8 @@ from ..config import RunConfig, config_diff
 from ..fileio import atomic_write_text
 from ..engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..rundir import PRUNER_NORMS, RunDir
-from .base import PruningMixin, UserError
+from .base import UserError
+from .mixins import PruningMixin
 from .registry import METHODS
 
 #: the config keys a pruning method with ``prune.schedule="end"`` reads only in its final cut

@@ -228,7 +228,8 @@ def train_stage(method: Method, data: RunData, out_dir: Path, *, device: torch.d
                            if rt["freeze_teacher"] else None)
     model = wrap_ddp(method, device, find_unused_parameters=True) if is_distributed() else method
     trainer = Trainer.for_method(method, data.train, epoch_end=hooks, epochs=total, out_dir=out_dir,
-                                 seed=cfg.seed, config=cfg.to_dict(), device=device, precision=rt["precision"],
+                                 seed=cfg.seed, config=cfg.to_dict(), config_defaults=RunConfig().to_dict(),
+                                 device=device, precision=rt["precision"],
                                  channels_last=rt["channels_last"] == "on", progress=progress, model=model)
     history = trainer.fit(resume=resume, overwrite=force)
     method.eval()

@@ -20,7 +20,8 @@ from torch import Tensor
 
 from ..models import ReIDNet
 from ..pruning import Scores
-from .base import DistillMixin, Method, PruningMixin, UserError
+from .base import Method, UserError
+from .mixins import DistillMixin, PruningMixin
 from .registry import register_method
 
 

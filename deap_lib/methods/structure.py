@@ -53,7 +53,8 @@ from ..export import save_compact
 from ..losses.sparsity import gate_soft_threshold_
 from ..models.gates import group_norms, zero_channels_
 from ..rundir import RunDir
-from .base import DistillMixin, Method, UserError
+from .base import Method, UserError
+from .mixins import DistillMixin
 from .registry import register_method
 from .kd import KD
 

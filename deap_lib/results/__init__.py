@@ -14,7 +14,7 @@ README's results section by that prefix and orders tables and figures by name wi
 """
 from .artifacts import (load_per_query, load_record, record, save_figure, save_image, save_table, table_records,
                         to_markdown)
-from .choice import LAMBDA_GRID, choose_on_validation, verdicts_over_seeds
+from .choice import LAMBDA_GRID, arms_over_seeds, choose_on_validation, verdicts_over_seeds
 from .figure_check import figure_problems, figure_series
 from .readme import (END_MARKER, HEADLINE_END, HEADLINE_START, PAPER_CLAIM, START_MARKER, STAGES, executed_stamps,
                      has_study, headline, headline_table, notebook_durations, readme_section, render_headline,
@@ -27,5 +27,5 @@ __all__ = ["load_per_query", "load_record", "record", "save_figure", "save_image
            "render_headline", "render_results_page", "STAGES", "executed_stamps", "has_study", "headline",
            "notebook_durations", "readme_section", "render_readme", "results_section", "MAIN_COLUMNS",
            "PLATEAU_POINTS", "SEED_COLUMNS", "format_main_table", "format_seed_summary", "main_table", "one_machine",
-           "plateau", "seed_differences", "seed_summary", "LAMBDA_GRID", "choose_on_validation",
+           "plateau", "seed_differences", "seed_summary", "LAMBDA_GRID", "arms_over_seeds", "choose_on_validation",
            "verdicts_over_seeds", "figure_problems", "figure_series"]

@@ -14,7 +14,7 @@ from ..rundir import RunDir, macs_kept
 PathLike = Union[str, "os.PathLike[str]"]
 from .pool import JobPool
 from .reading import RunReading
-from .specs import ARCH_KEYS, RunSpec, _dotted, _synthetic_matches, default_eval_every, make_tag
+from .specs import ARCH_KEYS, RunFailed, RunSpec, _dotted, _synthetic_matches, default_eval_every, make_tag
 
 
 class Study(JobPool, RunReading):
@@ -276,11 +276,13 @@ class Study(JobPool, RunReading):
         method, seed, ov, tag = (list(item) + [None, None, None])[:4]
         return self.spec(method, seed, ov, tag)
 
-    def run_many(self, runs: Iterable[Union[str, RunSpec, Sequence[Any]]]) -> List[Dict[str, Any]]:
+    def run_many(self, runs: Iterable[Union[str, RunSpec, Sequence[Any]]], *,
+                 allow_failed: bool = False) -> List[Optional[Dict[str, Any]]]:
         """Train or reuse several independent runs (``(method, seed, overrides[, tag])`` tuples, method names
         or :class:`RunSpec`); the pre-training and the teachers they need come first. Returns their metrics dicts (in order, each
         with an added ``run_dir``). Raises :class:`RunFailed` (with log tails) after the other runs finish
-        if any run fails."""
+        if any run fails; with ``allow_failed`` (a run that may diverge is a result, not an error) it prints
+        that message and returns ``None`` for each failed run instead."""
         specs = [self._as_spec(r) for r in runs]
         deps: Dict[RunSpec, List[RunSpec]] = {}
         todo = list(specs)
@@ -302,8 +304,14 @@ class Study(JobPool, RunReading):
                 deps.setdefault(s, []).append(pre)
                 todo.append(pre)
         # one pool: the pre-training and the teachers start first, every run as soon as what it needs is done
-        done = self._execute(list(dict.fromkeys(todo)), deps, cuts)
-        return [{**done[s], "run_dir": str(self.run_dir(s))} for s in specs]
+        try:
+            done = self._execute(list(dict.fromkeys(todo)), deps, cuts)
+        except RunFailed as e:
+            if not allow_failed:
+                raise
+            print(f"[study] {e}", flush=True)
+            done = e.results
+        return [{**done[s], "run_dir": str(self.run_dir(s))} if s in done else None for s in specs]
 
     def cut_base(self, spec: RunSpec) -> Optional[RunSpec]:
         """The run that ``spec`` is another cut of: the same method, seed and overrides without the cut keys

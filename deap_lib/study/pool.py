@@ -287,5 +287,6 @@ class JobPool:
         if failed:
             parts = [f"--- {job.spec.name} ({why}); log {job.run_dir / RUN_LOG}, last lines:\n{self._log_tail(job)}"
                      for job, why in failed]
-            raise RunFailed(f"{len(failed)} run(s) failed:\n" + "\n".join(parts))
+            raise RunFailed(f"{len(failed)} run(s) failed:\n" + "\n".join(parts),
+                            failed={job.spec: why for job, why in failed}, results=results)
         return results

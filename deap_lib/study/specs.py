@@ -34,7 +34,14 @@ _TAG_OK = re.compile(r"[^A-Za-z0-9._]+")
 
 
 class RunFailed(RuntimeError):
-    """One or more training subprocesses failed; the message holds each run's log tail."""
+    """One or more training subprocesses failed; the message holds each run's log tail, ``failed`` maps each
+    failed run's spec to why, ``results`` the metrics of the runs that finished."""
+
+    def __init__(self, message: str, failed: Optional[Dict["RunSpec", str]] = None,
+                 results: Optional[Dict["RunSpec", Dict[str, Any]]] = None):
+        super().__init__(message)
+        self.failed = dict(failed or {})
+        self.results = dict(results or {})
 
 
 @dataclass(frozen=True)
