@@ -136,6 +136,13 @@ class RunDir:
             frames.append(df)
         return pd.concat(frames, ignore_index=True)
 
+    @property
+    def train_seconds(self) -> float:
+        """Seconds spent in training epochs, over every stage and every process that resumed the run (the sum
+        of the training log's per-epoch ``seconds``; a run cut from another, ``--cut-of``, carries that run's
+        log). ``wall_time_s`` in ``metrics.json`` covers only the process that finished the run."""
+        return float(self.train_log()["seconds"].sum())
+
     def pruner_norms(self) -> Dict[int, np.ndarray]:
         """``{epoch: all pruner norms}`` of a PCP run (the last stage of a two-stage run); empty if none."""
         for p in reversed(self.stage_files(PRUNER_NORMS)):

@@ -881,3 +881,17 @@ def test_figure_problems_catch_unnamed_and_unlisted_series(tmp_path):
     assert problems(named_no_legend) == ["axes 0: not in the legend: deap, teacher"]
     assert problems(good) == [] and problems(bars) == []
     assert problems(lambda ax: ax.plot([1, 2], [3, 4])) == ["axes 0: no x-axis label", "axes 0: no y-axis label"]
+
+
+def test_train_seconds_sum_every_stage_and_every_resumed_process(tmp_path):
+    from deap_lib.rundir import RunDir
+
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "train_log.csv").write_text("epoch,iteration,seconds\n1,4,2.5\n2,8,3.0\n3,12,4.25\n")
+    assert RunDir(one).train_seconds == 9.75  # epochs 1-2 by one process, 3 by the one that resumed it
+    two = tmp_path / "two"
+    for stage, rows in (("stage1_kd", "1,4,1.0\n2,8,2.0\n"), ("stage2_np", "1,4,0.5\n")):
+        (two / stage).mkdir(parents=True)
+        (two / stage / "train_log.csv").write_text("epoch,iteration,seconds\n" + rows)
+    assert RunDir(two).train_seconds == 3.5
