@@ -68,6 +68,10 @@ def test_only_the_cut_may_differ():
     gradual = get_preset("quick", "deap", **{**CUT, "prune.schedule": "gradual"}).to_dict()
     assert cut_only_difference("deap", deap, gradual) is None  # gradual pruning acts during training
     assert cut_only_difference("kd", get_preset("quick", "kd").to_dict(), get_preset("quick", "kd").to_dict()) is None
+    older = get_preset("quick", "deap").to_dict()
+    del older["loss"]["relation"]  # a run saved before the key existed trained at its default
+    assert cut_only_difference("deap", older, get_preset("quick", "deap", **CUT).to_dict()).keys() == set(CUT)
+    assert cut_only_difference("deap", older, get_preset("quick", "deap", **{**CUT, "loss.relation": "at"}).to_dict()) is None
 
 
 def test_a_cut_of_a_run_that_trains_differently_is_refused(setup, capsys):

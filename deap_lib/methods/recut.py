@@ -43,7 +43,7 @@ def cut_only_difference(method: str, a: Mapping[str, Any], b: Mapping[str, Any])
         return None
     if a.get("prune", {}).get("schedule") != "end" or b.get("prune", {}).get("schedule") != "end":
         return None
-    diff = config_diff(a, b)
+    diff = config_diff(a, b, added_defaults=RunConfig().to_dict())  # a key added since ``a`` was saved: its default
     return diff if set(diff) <= CUT_KEYS else None
 
 
@@ -59,7 +59,8 @@ def seed_from_trained(base: Path, cfg: RunConfig, out_dir: Path) -> None:
     old = base_dir.metrics
     diff = cut_only_difference(cfg.method, old.get("config", {}), cfg.to_dict())
     if diff is None:
-        changed = sorted(set(config_diff(old.get("config", {}), cfg.to_dict())) - CUT_KEYS)
+        changed = sorted(set(config_diff(old.get("config", {}), cfg.to_dict(),
+                                         added_defaults=RunConfig().to_dict())) - CUT_KEYS)
         raise UserError(f"--cut-of {base}: its run trains differently from this one (method '{old.get('method')}'"
                         f"; differing keys besides the cut: {', '.join(changed)[:300] or 'none'}); only a one-stage "
                         f"pruning method with prune.schedule='end' can take another cut, differing only in "
