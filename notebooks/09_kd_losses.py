@@ -42,7 +42,7 @@ jobs = 2              # training subprocesses at a time (1 thread each)
 full = False          # the full study (this notebook belongs to it)
 seeds = None          # seeds at DEAP's budget; None: seed, seed+1, seed+2 when full, else seed
 relations = None      # the losses in ARKD's place; None: all of them when full, else ARKD and RKD
-uncompressed_seeds = None  # seeds of the uncompressed setting; None: seed alone (the two hours of the full part)
+uncompressed_seeds = None  # seeds of the uncompressed setting; None: those of the budget when full, else seed
 
 # %%
 import matplotlib.pyplot as plt
@@ -101,7 +101,7 @@ losses
 
 # %%
 seeds = study.main_seeds(seeds, full)
-useeds = sorted({int(s) for s in (uncompressed_seeds or [])} | {seed})
+useeds = sorted({int(s) for s in (seeds if uncompressed_seeds is None and full else uncompressed_seeds or [])} | {seed})
 budgets = {s: study.learned_budget(s) for s in seeds}
 RECALIB = {"prune.bn_recalib_batches": 20}
 NO_LASSO = {"loss.lasso1": 0.0, "loss.lasso2": 0.0}
