@@ -96,8 +96,9 @@ losses
 #
 # **Table 09_2**: each arm minus ARKD, at DEAP's learned budget of each seed (per seed: paired bootstrap over
 # query identities, 95 %; over seeds: mean with its 90 % t interval and the TOST verdict within +-1 point)
-# and uncompressed (lambda = 0), beside the share of the MACs each arm's own threshold cut keeps.
-# **Figure 09_3**: the same differences.
+# and uncompressed (lambda = 0), beside the trainable parameters the arm adds (table 09_1) and the share of
+# the MACs each arm's own threshold cut keeps. **Figure 09_3**: the same differences, each arm labelled with
+# the parameters it adds.
 
 # %%
 seeds = study.main_seeds(seeds, full)
@@ -117,7 +118,7 @@ failed = sorted({a for (a, _), m in [*at_budget.items(), *uncompressed.items(), 
 if REF in failed:
     raise RuntimeError("ARKD (DEAP's own run) failed: nothing to compare with")
 if failed:
-    print(f"failed to train (non-finite loss or another error, log tails above), left out: {failed}")
+    print(f"failed to train (non-finite loss or another error, log tails above), listed without numbers: {failed}")
 ok = [a for a in relations if a not in failed]
 rows = []
 for b, u in zip(R.arms_over_seeds({k: v for k, v in at_budget.items() if k[0] in ok}, REF),
@@ -125,21 +126,27 @@ for b, u in zip(R.arms_over_seeds({k: v for k, v in at_budget.items() if k[0] in
     rows.append({"arm": b["arm"], "seeds": b["seeds"], "mAP_budget": b["mAP"], "d_budget": b["d_mean"],
                  "d_budget_low": b["ci_low"], "d_budget_high": b["ci_high"], "verdict_budget": b["verdict"],
                  "per_seed_budget": b["per_seed"], "uncompressed_seeds": u["seeds"], "mAP_uncompressed": u["mAP"],
-                 "d_uncompressed": u["d_mean"], "per_seed_uncompressed": u["per_seed"],
+                 "d_uncompressed": u["d_mean"], "d_uncompressed_low": u["ci_low"], "d_uncompressed_high": u["ci_high"],
+                 "per_seed_uncompressed": u["per_seed"],
                  "verdict_uncompressed": u["verdict"],
                  "own_macs_kept": float(np.mean([macs_kept(own[(b["arm"], s)]["forms"]) for s in b["seeds"]]))})
 vs = pd.DataFrame(rows)
 ref_row = {"arm": REF, "mAP_budget": float(np.mean([at_budget[(REF, s)]["forms"]["absorbed"]["mAP"] for s in seeds])),
            "mAP_uncompressed": float(np.mean([uncompressed[(REF, s)]["forms"]["absorbed"]["mAP"] for s in useeds])),
            "own_macs_kept": float(np.mean([macs_kept(own[(REF, s)]["forms"]) for s in seeds]))}
-cols = ["arm", "mAP_budget", "d_budget", "d_budget_low", "d_budget_high", "verdict_budget", "mAP_uncompressed",
-        "d_uncompressed", "verdict_uncompressed", "own_macs_kept"]
-table = pd.concat([pd.DataFrame([ref_row]), vs], ignore_index=True)[cols]
-R.save_table(table, out, "09_2_losses_vs_arkd", caption=f"Each loss in ARKD's place minus ARKD: at DEAP's learned "
+cols = ["arm", "adaptation_params", "mAP_budget", "d_budget", "d_budget_low", "d_budget_high", "verdict_budget",
+        "mAP_uncompressed", "d_uncompressed", "d_uncompressed_low", "d_uncompressed_high", "verdict_uncompressed",
+        "own_macs_kept"]
+diverged = [{"arm": a, "verdict_budget": "failed to train", "verdict_uncompressed": "failed to train"}
+            for a in failed]  # reported, not dropped
+table = pd.concat([pd.DataFrame([ref_row]), vs, pd.DataFrame(diverged)], ignore_index=True)
+table = table.merge(losses[["arm", "adaptation_params"]], on="arm", how="left")[cols]
+R.save_table(table, out, "09_2_losses_vs_arkd", caption=f"Each loss in ARKD's place minus ARKD, beside the trainable "
+             "parameters it adds (adaptation_params): at DEAP's learned "
              f"budget (seeds {seeds}; budgets {', '.join(f'{b:.1%}' for b in budgets.values())} of the MACs; mean "
              f"over seeds with its 90 % t interval and TOST verdict) and uncompressed (lambda = 0, seeds {useeds}); "
              "own_macs_kept: each arm's own threshold cut; test split" + (
-                 f"; failed to train (diverged), left out: {', '.join(failed)}" if failed else ""))
+                 f"; failed to train (a run stopped, e.g. a non-finite loss), listed without numbers: {', '.join(failed)}" if failed else ""))
 fig, axes = plt.subplots(1, 2, figsize=(12, 1.6 + 0.5 * len(vs)), gridspec_kw={"wspace": 0.6})
 y = np.arange(len(vs))
 for ax, key, title in ((axes[0], "budget", "at DEAP's learned budget"), (axes[1], "uncompressed", "uncompressed")):
@@ -148,14 +155,20 @@ for ax, key, title in ((axes[0], "budget", "at DEAP's learned budget"), (axes[1]
     ax.errorbar([p["d_mAP"] for p, _ in pts], [yk for _, yk in pts], fmt="o", ms=4, color="tab:blue", capsize=2,
                 xerr=[[p["d_mAP"] - p["d_low"] for p, _ in pts], [p["d_high"] - p["d_mAP"] for p, _ in pts]],
                 label="one seed [95 % paired bootstrap]")
+    mean = vs[f"d_{key}"].to_numpy(float)
+    lo, hi = vs[f"d_{key}_low"].to_numpy(float), vs[f"d_{key}_high"].to_numpy(float)
+    ax.errorbar(mean, y, xerr=[mean - lo, hi - mean], fmt="D", ms=5, color="k", capsize=3,
+                label="mean over seeds [90 % t interval]")
     ax.axvline(0, color="tab:red", lw=1, label="ARKD")
     ax.axvspan(-1, 1, color="tab:gray", alpha=0.15, label="within +-1 point")
     ax.set(xlabel="mAP minus ARKD (points), test split", title=title)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
-    ax.set_yticks(y, vs["arm"])
-    ax.invert_yaxis()  # the table's order, top to bottom
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    added = dict(zip(losses["arm"], losses["adaptation_params"]))
+    ax.set_yticks(y, [f"{a} (+{added[a]:,} params)" if added[a] else a for a in vs["arm"]])
+    ax.set_ylim(len(vs) - 0.5, -0.5)  # the table's order, top to bottom
 R.save_figure(fig, out, "09_3_losses_vs_arkd", caption="Each loss in ARKD's place minus ARKD, per seed with its 95 % "
-              "paired-bootstrap interval: at DEAP's learned budget and uncompressed")
+              "paired-bootstrap interval and over seeds with its 90 % t interval: at DEAP's learned budget and "
+              "uncompressed; each arm labelled with the trainable parameters it adds")
 table
 
 # %%
